@@ -1,0 +1,109 @@
+"""Small layers shared by every space and model: conv-BN-act, activations, shuffle, SE, DropPath."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def get_divisible_by(num: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``num`` to a multiple of ``divisor``, as FBNetV2's seed code does.
+
+    The result is at least ``min_value`` (default ``divisor``) and never more than 10 % below
+    ``num`` (rounding down that far adds one ``divisor`` back).
+    """
+    if divisor <= 0:
+        raise ValueError(f"divisor must be positive, got {divisor}")
+    min_value = divisor if min_value is None else min_value
+    ret = max(min_value, int(num + divisor / 2) // divisor * divisor)
+    if ret < 0.9 * num:
+        ret += divisor
+    return int(ret)
+
+
+class HSigmoid(nn.Module):
+    """Hard sigmoid relu6(x + 3) / 6 (MobileNetV3 / FBNetV2 SE gate)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu6(x + 3.0) / 6.0
+
+
+class HSwish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * nn.functional.relu6(x + 3.0) / 6.0
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=False),
+    "hswish": HSwish,
+    "swish": nn.SiLU,
+    "none": nn.Identity,
+}
+
+
+def make_act(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; available: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) → BatchNorm → activation; padding keeps 'same' size for odd kernels."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+                 act: str = "relu", dilation: int = 1) -> None:
+        if cin % groups or cout % groups:
+            raise ValueError(f"channels {cin}->{cout} are not divisible by groups={groups}")
+        pad = dilation * (kernel - 1) // 2
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups,
+                      bias=False),
+            nn.BatchNorm2d(cout),
+            make_act(act),
+        )
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet channel shuffle: (g, c/g) → (c/g, g). A permutation of channels."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = self.groups
+        return x.view(b, g, c // g, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class SqueezeExcite(nn.Module):
+    """SE with reduction 4 and a hard-sigmoid gate; hidden width rounded by get_divisible_by."""
+
+    def __init__(self, channels: int, reduction: float = 4.0, divisor: int = 8) -> None:
+        super().__init__()
+        mid = get_divisible_by(channels / reduction, divisor)
+        self.fc1 = nn.Conv2d(channels, mid, 1)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Conv2d(mid, channels, 1)
+        self.gate = HSigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.fc2(self.act(self.fc1(s))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch (identity at eval)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep

@@ -1,0 +1,153 @@
+"""The non-search CLI commands (train, export, lut, report) as library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from nasforge.arch import Arch
+from nasforge.errors import UserError
+
+
+def _load_arch(source: str) -> tuple[Arch, Path]:
+    p = Path(source)
+    if p.is_dir():
+        p = p / "arch.json"
+    return Arch.load(p), p.parent
+
+
+def _recipe(path: str | None, **over: object):  # noqa: ANN202
+    from nasforge.train.trainer import Recipe
+
+    d: dict = {}
+    if path:
+        text = Path(path).read_text()
+        d = yaml.safe_load(text) if path.endswith((".yml", ".yaml")) else json.loads(text)
+        if not isinstance(d, dict):
+            raise UserError(f"recipe {path!r} must be a mapping of Recipe fields")
+    d.update({k: v for k, v in over.items() if v is not None})
+    return Recipe.from_dict(d)
+
+
+def train(args: argparse.Namespace) -> None:
+    from nasforge.cost.flops import count_module
+    from nasforge.data import load_dataset
+    from nasforge.device import resolve_device, seed_everything
+    from nasforge.run.rundir import RunDir
+    from nasforge.spaces.registry import get_space
+    from nasforge.train.trainer import train_model
+
+    seed_everything(args.seed)
+    dev = resolve_device(args.device)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
+                        subset=args.subset, device=dev)
+    if args.model:
+        from nasforge.models import create_model  # the model zoo
+
+        model = create_model(args.model, num_classes=data.num_classes,
+                             in_channels=data.input_shape[0])
+        arch_desc: dict = {"model": args.model}
+    elif args.arch:
+        arch, _ = _load_arch(args.arch)
+        space = get_space(arch.space)
+        model = space.build(arch, data.num_classes, data.input_shape[0])
+        arch_desc = arch.to_dict()
+    else:
+        raise UserError("give ARCH.json or --model NAME")
+    c = count_module(model, data.input_shape)
+    print(f"params {c.params:,}  MACs {c.macs:,}")
+    out = args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
+    rd = RunDir(out)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    recipe = _recipe(args.recipe, epochs=args.epochs, budget_s=args.budget)
+    model, res = train_model(model, data, recipe, seed=args.seed,
+                             checkpoint=rd.file("train.ckpt"), progress=not args.no_progress)
+    torch.save(model.cpu().state_dict(), rd.file("model.pt"))
+    if "space" in arch_desc:
+        Arch.from_dict(arch_desc).save(rd.file("arch.json"))
+    summary = {"arch": arch_desc, "dataset": args.dataset, "val_acc": res.val_acc,
+               "test_acc": res.test_acc, "params": c.params, "flops": c.macs,
+               "epochs": res.epochs, "train_seconds": res.seconds}
+    rd.write_json("train.json", summary)
+    print(json.dumps(summary))
+
+
+def export(args: argparse.Namespace) -> None:
+    from nasforge.data import load_dataset
+    from nasforge.export import export_onnx, export_torchscript, load_state
+    from nasforge.spaces.registry import get_space
+
+    arch, folder = _load_arch(args.source)
+    space = get_space(arch.space)
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise UserError(f"--input-shape must be C,H,W, got {args.input_shape!r}") from None
+        if len(shape) != 3:
+            raise UserError(f"--input-shape must be C,H,W, got {args.input_shape!r}")
+        classes = args.num_classes or space.default_io[1]
+    elif args.dataset:
+        d = load_dataset(args.dataset)
+        shape, classes = d.input_shape, d.num_classes
+    else:
+        cfg = folder / "config.json"
+        ds = json.loads(cfg.read_text())["dataset"] if cfg.is_file() else None
+        if ds is None:
+            raise UserError("give --dataset or --input-shape C,H,W to fix the input shape")
+        d = load_dataset(ds)
+        shape, classes = d.input_shape, d.num_classes
+    model = space.build(arch, classes, shape[0])
+    w = Path(args.weights) if args.weights else folder / "model.pt"
+    if w.is_file():
+        model.load_state_dict(load_state(w))
+    else:
+        raise UserError(f"weights {str(w)!r} not found; train first or pass --weights")
+    out = Path(args.out) if args.out else folder
+    out.mkdir(parents=True, exist_ok=True)
+    both = not (args.onnx or args.torchscript)
+    if args.torchscript or both:
+        diff = export_torchscript(model, shape, out / "model.ts")
+        print(f"TorchScript: {out / 'model.ts'} (max diff {diff:.2e})")
+    if args.onnx or both:
+        diff = export_onnx(model, shape, out / "model.onnx")
+        print(f"ONNX: {out / 'model.onnx'} (ONNX Runtime max diff {diff:.2e})")
+
+
+def lut(args: argparse.Namespace) -> None:
+    from nasforge.cost.lut import load_or_build
+    from nasforge.cost.measure import check_target
+    from nasforge.spaces.registry import get_space
+
+    check_target(args.target)
+    space = get_space(args.space)
+    in_ch = args.in_channels or space.default_io[0]
+    classes = args.num_classes or space.default_io[1]
+    items = space.lut_items(classes, in_ch)
+    if args.action == "build":
+        t = load_or_build(space.name, items, target=args.target, threads=args.threads,
+                          statistic=args.statistic, path=args.out,
+                          progress=not args.no_progress)
+        print(f"{len(t.entries)} entries, overhead {t.overhead_us:.1f} µs, target {t.target}")
+        return
+    from nasforge.cost.validate import validate_lut
+
+    rep = validate_lut(space, items, in_ch, classes, target=args.target, threads=args.threads,
+                       samples=args.samples, rng=np.random.default_rng(args.seed),
+                       statistic=args.statistic, lut_path=args.out,
+                       progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(rep))
+
+
+def report(args: argparse.Namespace) -> None:
+    from nasforge.report.html import write_html_report
+
+    path = write_html_report(args.run_dir)
+    print(f"report: {path}")

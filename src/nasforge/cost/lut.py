@@ -1,0 +1,212 @@
+"""Latency lookup tables: measured once per (op, shape, stride) on a device, stored as JSON.
+
+File format (schema 1)::
+
+    {"schema": 1, "unit": "us", "space": "...", "target": "cpu", "fingerprint": {...},
+     "statistic": "median", "warmup": 10, "repeats": 50, "overhead_us": 12.3,
+     "entries": {"k3_e6|16|24|28|28|2": 140.2, ...}}
+
+The unit is microseconds so that ``log(LAT)`` stays positive across every space we ship (the
+smallest network sums to well over 1 µs). ``overhead_us`` is the per-call cost of the runtime
+(an identity module), measured with the table: every entry includes it once, so the
+``corrected`` prediction takes it off each entry and adds it back once per network.
+A table is never applied to another device fingerprint or another space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm import tqdm
+
+from nasforge.cost.measure import device_fingerprint, measure_latency
+from nasforge.errors import UserError
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True, order=True)
+class LutKey:
+    """Everything about one op that changes its time.
+
+    Batch, dtype and threads are fixed per table and live in its fingerprint."""
+
+    op: str
+    cin: int
+    cout: int
+    h: int
+    w: int
+    stride: int
+    extra: str = ""
+
+    def __str__(self) -> str:
+        base = f"{self.op}|{self.cin}|{self.cout}|{self.h}|{self.w}|{self.stride}"
+        return base + (f"|{self.extra}" if self.extra else "")
+
+    @classmethod
+    def parse(cls, s: str) -> LutKey:
+        parts = s.split("|")
+        if len(parts) not in (6, 7):
+            raise UserError(f"malformed LUT key {s!r}")
+        op, *nums = parts[:6]
+        return cls(op, *(int(n) for n in nums), extra=parts[6] if len(parts) == 7 else "")
+
+
+@dataclass(frozen=True)
+class LutItem:
+    """A thing to measure: its key, how to build it, and its input shape (C, H, W)."""
+
+    key: LutKey
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int]
+
+
+@dataclass
+class LatencyTable:
+    space: str
+    target: str
+    fingerprint: dict[str, Any]
+    entries: dict[str, float] = field(default_factory=dict)
+    overhead_us: float = 0.0
+    statistic: str = "median"
+    warmup: int = 10
+    repeats: int = 50
+    unit: str = "us"
+    schema: int = SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: LutKey | str) -> float:
+        k = str(key)
+        if k not in self.entries:
+            raise UserError(f"latency table for space {self.space!r} has no entry {k!r}; "
+                            "rebuild it with `nasforge lut build`")
+        return self.entries[k]
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.entries
+
+    def corrected(self, key: LutKey | str) -> float:
+        """Entry without the per-call runtime overhead (never below 1 % of the entry)."""
+        v = self[key]
+        return max(v - self.overhead_us, 0.01 * v)
+
+    def predict(self, keys: Iterable[LutKey | str], mode: str = "corrected") -> float:
+        """Network latency (µs): ``plain`` = Σ entries; ``corrected`` = Σ (entry − overhead)
+        + one overhead."""
+        keys = list(keys)
+        if mode == "plain":
+            return float(sum(self[k] for k in keys))
+        if mode == "corrected":
+            return float(sum(self.corrected(k) for k in keys) + self.overhead_us)
+        raise UserError(f"unknown LUT prediction mode {mode!r}; use plain or corrected")
+
+    def check_compatible(self, space: str, fingerprint: dict[str, Any]) -> None:
+        if self.space != space:
+            raise UserError(f"latency table was built for space {self.space!r}, not {space!r}; "
+                            "build one for this space with `nasforge lut build`")
+        diff = {k: (self.fingerprint.get(k), v) for k, v in fingerprint.items()
+                if self.fingerprint.get(k) != v}
+        if diff:
+            desc = ", ".join(f"{k}: table {a!r} vs this device {b!r}" for k, (a, b) in diff.items())
+            raise UserError(f"latency table was measured on another device ({desc}); a LUT is "
+                            "never applied to another device — rebuild it here")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "unit": self.unit, "space": self.space,
+                "target": self.target, "fingerprint": self.fingerprint,
+                "statistic": self.statistic, "warmup": self.warmup, "repeats": self.repeats,
+                "overhead_us": self.overhead_us, "extra": self.extra,
+                "entries": dict(sorted(self.entries.items()))}
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read latency table {str(p)!r}: {e}") from None
+        if d.get("schema") != SCHEMA:
+            raise UserError(f"latency table {str(p)!r} has schema {d.get('schema')!r}; this "
+                            f"nasforge reads schema {SCHEMA}: rebuild it")
+        if d.get("unit") != "us":
+            raise UserError(f"latency table {str(p)!r} has unit {d.get('unit')!r}, expected 'us'")
+        return cls(space=d["space"], target=d["target"], fingerprint=d["fingerprint"],
+                   entries={k: float(v) for k, v in d["entries"].items()},
+                   overhead_us=float(d.get("overhead_us", 0.0)),
+                   statistic=d.get("statistic", "median"), warmup=int(d.get("warmup", 10)),
+                   repeats=int(d.get("repeats", 50)), extra=d.get("extra", {}))
+
+
+def measure_overhead(target: str, threads: int, input_shape: tuple[int, int, int],
+                     statistic: str, warmup: int, repeats: int) -> float:
+    return measure_latency(nn.Identity(), input_shape, target=target, threads=threads,
+                           warmup=warmup, repeats=repeats, statistic=statistic)
+
+
+def build_table(space: str, items: Iterable[LutItem], *, target: str = "cpu", threads: int = 1,
+                statistic: str = "median", warmup: int = 10, repeats: int = 50,
+                table: LatencyTable | None = None, progress: bool = True) -> LatencyTable:
+    """Measure every item not yet in ``table`` (one measurement per distinct key)."""
+    fp = device_fingerprint(target, threads)
+    if table is None:
+        table = LatencyTable(space, target, fp, statistic=statistic, warmup=warmup,
+                             repeats=repeats)
+    else:
+        table.check_compatible(space, fp)
+    todo: dict[str, LutItem] = {}
+    for it in items:
+        k = str(it.key)
+        if k not in table.entries and k not in todo:
+            todo[k] = it
+    if not todo:
+        return table
+    first = next(iter(todo.values()))
+    table.overhead_us = measure_overhead(target, threads, first.input_shape, statistic, warmup,
+                                         repeats)
+    bar = tqdm(todo.items(), desc=f"LUT {space}@{target}", disable=not progress, leave=False)
+    for k, it in bar:
+        table.entries[k] = measure_latency(it.build(), it.input_shape, target=target,
+                                           threads=threads, warmup=warmup, repeats=repeats,
+                                           statistic=statistic)
+    return table
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NASFORGE_CACHE", Path.home() / ".cache" / "nasforge"))
+
+
+def cache_path(space: str, fingerprint: dict[str, Any]) -> Path:
+    h = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "luts" / f"{space}-{fingerprint['target']}-{h}.json"
+
+
+def load_or_build(space: str, items: list[LutItem], *, target: str = "cpu", threads: int = 1,
+                  statistic: str = "median", path: str | Path | None = None,
+                  progress: bool = True) -> LatencyTable:
+    """The table for (space, this device): from ``path`` or the cache, measuring what's missing."""
+    fp = device_fingerprint(target, threads)
+    p = Path(path) if path else cache_path(space, fp)
+    table = None
+    if p.is_file():
+        table = LatencyTable.load(p)
+        table.check_compatible(space, fp)
+    n_before = len(table.entries) if table else -1
+    table = build_table(space, items, target=target, threads=threads, statistic=statistic,
+                        table=table, progress=progress)
+    if len(table.entries) != n_before:
+        table.save(p)
+    return table

@@ -1,0 +1,1 @@
+"""Run orchestration: run directories, result.json, trial store, executors."""

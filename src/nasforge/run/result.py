@@ -1,0 +1,55 @@
+"""``RUN_DIR/result.json``: the contract every search writes (field names are read by tests and
+benchmarks). Extras go to ``run.json`` and ``report.md``, never into this file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nasforge.errors import UserError
+
+RESULT_FIELDS: dict[str, Any] = {
+    "method": str, "space": str, "dataset": str, "seed": int, "arch": dict, "val_acc": float,
+    "test_acc": float, "params": int, "flops": int, "latency_ms": dict,
+    "search_seconds": float, "train_seconds": float, "epochs": dict,
+}
+LATENCY_FIELDS = {"predicted": (float, type(None)), "measured": (float, type(None)),
+                  "device": str}
+EPOCH_FIELDS = {"search": int, "train": int}
+
+
+def validate_result(d: dict[str, Any]) -> None:
+    """Raise ValueError when ``d`` is not exactly the DESIGN.md schema."""
+    if set(d) != set(RESULT_FIELDS):
+        raise ValueError(f"result.json fields differ: missing {sorted(set(RESULT_FIELDS) - set(d))}"
+                         f", extra {sorted(set(d) - set(RESULT_FIELDS))}")
+    for k, t in RESULT_FIELDS.items():
+        ok = isinstance(d[k], t) and not (t is int and isinstance(d[k], bool))
+        if t is float:
+            ok = isinstance(d[k], (int, float)) and not isinstance(d[k], bool)
+        if not ok:
+            raise ValueError(f"result.json field {k!r} should be {t.__name__}, got {d[k]!r}")
+    if set(d["latency_ms"]) != set(LATENCY_FIELDS):
+        raise ValueError(f"latency_ms fields must be {sorted(LATENCY_FIELDS)}")
+    for k, t in LATENCY_FIELDS.items():
+        v = d["latency_ms"][k]
+        if not (isinstance(v, t) or (t is not str and isinstance(v, int))):
+            raise ValueError(f"latency_ms.{k} has bad type: {v!r}")
+    if set(d["epochs"]) != set(EPOCH_FIELDS) or not all(
+            isinstance(v, int) for v in d["epochs"].values()):
+        raise ValueError("epochs must be {'search': int, 'train': int}")
+
+
+def write_result(path: str | Path, d: dict[str, Any]) -> None:
+    validate_result(d)
+    Path(path).write_text(json.dumps(d, indent=2) + "\n")
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{str(p)!r} has no result.json (was the run finished?)")
+    d = json.loads(p.read_text())
+    validate_result(d)
+    return d

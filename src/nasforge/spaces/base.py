@@ -1,0 +1,49 @@
+"""The SearchSpace interface every space implements (sample-based strategies need only this)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.errors import UserError
+
+
+class SearchSpace(ABC):
+    """Declarative space: samples, mutates, encodes, validates and builds architectures."""
+
+    name: str
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Arch: ...
+
+    @abstractmethod
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch: ...
+
+    @abstractmethod
+    def encode(self, arch: Arch) -> np.ndarray:
+        """A fixed-length float vector (for predictors)."""
+
+    @abstractmethod
+    def validate(self, arch: Arch) -> None:
+        """Raise UserError naming the offending field when ``arch`` is not in this space."""
+
+    @abstractmethod
+    def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
+        """A plain nn.Module with no search machinery in it."""
+
+    @abstractmethod
+    def cardinality(self) -> int: ...
+
+    #: (in_channels, num_classes) used when a LUT is built without a data set
+    default_io: tuple[int, int] = (3, 10)
+
+    def lut_items(self, num_classes: int, in_channels: int) -> list:
+        """Every op of the space to measure for a latency table (``LutItem`` list)."""
+        raise UserError(f"space {self.name!r} has no latency table support")
+
+    def lut_keys(self, arch: Arch, num_classes: int, in_channels: int) -> list:
+        """The LUT keys whose entries sum to ``arch``'s latency."""
+        raise UserError(f"space {self.name!r} has no latency table support")

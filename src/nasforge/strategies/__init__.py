@@ -1,0 +1,1 @@
+"""Search strategies: differentiable supernets and sample-based ask/tell strategies."""

@@ -1,0 +1,127 @@
+"""FBNet DNAS supernet (METHODS §1): each searchable layer is a Gumbel-weighted mixed op.
+
+The relaxation sample (an L×K weight matrix) is passed to ``forward`` explicitly, so the same
+sample gives the output *and* the expected latency ``LAT(a) = Σ_l Σ_i m_{l,i} · LAT(b_{l,i})``.
+``hard=True`` (single path) runs only the chosen block per layer with straight-through weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.blocks import ConvBNAct
+from nasforge.spaces.fbnet import FBNetModel, FBNetSpace, make_block
+from nasforge.strategies.gumbel import gumbel_softmax
+
+
+class MixedOp(nn.Module):
+    """Σ_i m_i · b_i(x); with a one-hot straight-through ``m`` only the chosen block runs."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        if index is not None:
+            return self.blocks[index](x) * m[index]
+        out = self.blocks[0](x) * m[0]
+        for i in range(1, len(self.blocks)):
+            out = out + self.blocks[i](x) * m[i]
+        return out
+
+
+class FBNetSupernet(nn.Module):
+    """Supernet over an :class:`FBNetSpace`; ``cost_table`` is L×K (µs from the LUT, or MACs)."""
+
+    def __init__(self, space: FBNetSpace, num_classes: int, in_channels: int,
+                 cost_table: torch.Tensor) -> None:
+        super().__init__()
+        sk = space.skeleton
+        self.space = space
+        self.stem = ConvBNAct(in_channels, sk.stem_channels, 3, sk.stem_stride)
+        self.layers = nn.ModuleList(
+            MixedOp([make_block(c, s.cin, s.cout, s.stride) for c in space.candidates])
+            for s in space.specs
+        )
+        self.head = ConvBNAct(sk.stages[-1][0], sk.head_channels, 1)
+        self.classifier = nn.Linear(sk.head_channels, num_classes)
+        shape = (space.num_layers, len(space.candidates))
+        if tuple(cost_table.shape) != shape:
+            raise ValueError(f"cost table has shape {tuple(cost_table.shape)}, expected {shape}")
+        self.theta = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("cost_table", cost_table.float().clone())
+        self.register_buffer("fixed_cost", torch.zeros(()))
+
+    # -- parameter groups (explicit, never by name substring) --------------------------------
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        for p in self.parameters():
+            if p is not self.theta:
+                yield p
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        yield self.theta
+
+    # -- relaxation ---------------------------------------------------------------------------
+    def sample_relaxation(self, generator: torch.Generator | None, tau: float,
+                          hard: bool = False) -> tuple[torch.Tensor, list[int] | None]:
+        """Gumbel weights m (L×K); in hard mode also the chosen indices (one small host copy
+        per step — the price of running a single path)."""
+        m = gumbel_softmax(self.theta, tau, generator, hard=hard)
+        return m, (m.detach().argmax(-1).tolist() if hard else None)
+
+    def one_hot_relaxation(self, arch: Arch) -> tuple[torch.Tensor, None]:
+        """The relaxation that selects exactly ``arch`` (for equivalence checks)."""
+        m = torch.zeros_like(self.theta)
+        for li, b in enumerate(arch.genes):
+            m[li, self.space.candidates.index(b)] = 1.0
+        return m, None
+
+    def forward(self, x: torch.Tensor,
+                sample: tuple[torch.Tensor, list[int] | None]) -> torch.Tensor:
+        m, indices = sample
+        x = self.stem(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, m[i], None if indices is None else indices[i])
+        x = self.head(x).mean((2, 3))
+        return self.classifier(x)
+
+    def expected_cost(self, sample: tuple[torch.Tensor, list[int] | None]) -> torch.Tensor:
+        return self.fixed_cost + (sample[0] * self.cost_table).sum()
+
+    # -- derivation ---------------------------------------------------------------------------
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.theta.detach().float(), dim=-1)
+
+    def derive(self) -> Arch:
+        idx = self.theta.detach().argmax(-1).tolist()
+        return self.space.arch([self.space.candidates[i] for i in idx])
+
+    def sample_archs(self, k: int, rng: np.random.Generator) -> list[Arch]:
+        """K architectures drawn from P_θ(a) = Π_l softmax(θ_l)."""
+        p = self.probabilities().cpu().numpy().astype(np.float64)
+        out = []
+        for _ in range(k):
+            idx = [int(rng.choice(p.shape[1], p=row / row.sum())) for row in p]
+            out.append(self.space.arch([self.space.candidates[i] for i in idx]))
+        return out
+
+    def extract(self, arch: Arch) -> FBNetModel:
+        """The standalone model of ``arch`` carrying this supernet's weights."""
+        model = self.space.build(arch, self.classifier.out_features, self.stem[0].in_channels)
+        state = {}
+        for k, v in self.state_dict().items():
+            if k.startswith(("stem.", "head.", "classifier.")):
+                state[k] = v
+        for li, b in enumerate(arch.genes):
+            ci = self.space.candidates.index(b)
+            prefix = f"layers.{li}.blocks.{ci}."
+            for k, v in self.state_dict().items():
+                if k.startswith(prefix):
+                    state[f"layers.{li}." + k[len(prefix):]] = v
+        model.load_state_dict(state)
+        return model

@@ -1,0 +1,1 @@
+"""Training: the supernet bilevel loop and the from-scratch trainer."""

@@ -1,0 +1,304 @@
+"""The bilevel supernet loop shared by every differentiable method (FBNet, FBNetV2, DenseNAS,
+DARTS).
+
+Weights w train on ``train``, architecture parameters on ``val``; the first ``warmup_epochs``
+train w only; then w and θ alternate by step (default) or by whole epoch (the FBNet seed code).
+The hot loop keeps everything on the device: metrics accumulate in device tensors and are read
+once per epoch; bf16 autocast + channels_last + fused optimizers on CUDA. The run checkpoints
+every epoch (weights, θ, optimizers, temperature, epoch, every RNG) and resumes exactly.
+
+A supernet provides ``weight_parameters()``, ``arch_parameters()``,
+``sample_relaxation(generator, tau, hard)``, ``forward(x, sample)`` and
+``expected_cost(sample)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from nasforge.data import Dataset, random_crop_flip
+from nasforge.data.batches import batch_indices
+from nasforge.device import rng_state, set_rng_state
+from nasforge.errors import UserError
+from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
+from nasforge.train.schedules import cosine_lr, set_lr
+
+
+class Supernet(Protocol):
+    def weight_parameters(self) -> Any: ...
+    def arch_parameters(self) -> Any: ...
+    def sample_relaxation(self, generator: torch.Generator | None, tau: float,
+                          hard: bool = False) -> Any: ...
+    def expected_cost(self, sample: Any) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor, sample: Any) -> torch.Tensor: ...
+
+
+@dataclass
+class SupernetConfig:
+    """Defaults are FBNet's (paper); other methods override them in their settings."""
+
+    epochs: int = 90
+    warmup_epochs: int = 10
+    batch_size: int = 192
+    w_lr: float = 0.1
+    w_momentum: float = 0.9
+    w_weight_decay: float = 1e-4
+    theta_lr: float = 0.01
+    theta_weight_decay: float = 5e-4
+    theta_betas: tuple[float, float] = (0.9, 0.999)
+    tau0: float = 5.0
+    tau_decay: float = 0.045
+    alternate: str = "step"  # step | epoch
+    hard: bool = False  # single-path (hard Gumbel, straight-through)
+    budget_s: float | None = None
+    grad_clip: float | None = 5.0
+    augment: bool = False
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.alternate not in ("step", "epoch"):
+            raise UserError(f"alternate must be 'step' or 'epoch', got {self.alternate!r}")
+        if self.epochs < 1:
+            raise UserError(f"epochs must be ≥ 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} "
+                            f"with epochs={self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        self.theta_betas = tuple(self.theta_betas)  # type: ignore[assignment]
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    planned_epochs: int = 0
+    planned_warmup: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SupernetTrainer:
+    """Runs the loop; subclass and override :meth:`arch_step` for other θ updates (DARTS 2nd
+    order)."""
+
+    def __init__(self, supernet: nn.Module, data: Dataset, config: SupernetConfig,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, seed: int = 0,
+                 checkpoint: str | Path | None = None, progress: bool = True,
+                 log_arch: Callable[[nn.Module], dict[str, Any]] | None = None) -> None:
+        self.cfg = config
+        self.data = data
+        self.device = data.device
+        self.net = prepare_module(supernet, self.device)
+        self.loss_fn = loss_fn
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.progress = progress
+        self.log_arch = log_arch
+        self.uses_cost = getattr(loss_fn, "form", "x") != "none"
+        w_params = list(self.net.weight_parameters())
+        a_params = list(self.net.arch_parameters())
+        fk = fused_kwargs(self.device)
+        self.w_opt = torch.optim.SGD(w_params, lr=config.w_lr, momentum=config.w_momentum,
+                                     weight_decay=config.w_weight_decay, **fk)
+        self.a_opt = (torch.optim.Adam(a_params, lr=config.theta_lr, betas=config.theta_betas,
+                                       weight_decay=config.theta_weight_decay, **fk)
+                      if a_params else None)
+        self.data_gen = torch.Generator().manual_seed(seed)
+        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.gumbel_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
+        self.state = LoopState(planned_epochs=config.epochs, planned_warmup=config.warmup_epochs)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def tau(self, epoch: int | None = None) -> float:
+        e = self.state.epoch if epoch is None else epoch
+        return self.cfg.tau0 * math.exp(-self.cfg.tau_decay * e)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, sample: Any) -> tuple[torch.Tensor, ...]:
+        with autocast(self.device, self.cfg.amp):
+            logits = self.net(prepare_input(x), sample)
+        ce = F.cross_entropy(logits.float(), y)
+        if self.uses_cost:
+            cost = self.net.expected_cost(sample)
+            loss = self.loss_fn(ce, cost)
+        else:
+            cost = torch.zeros((), device=ce.device)
+            loss = ce
+        return loss, ce, cost.detach(), logits.detach()
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.cfg.augment:
+            x = random_crop_flip(x, self.aug_gen)
+        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard)
+        loss, ce, cost, logits = self._loss(x, y, sample)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(list(self.net.weight_parameters()), self.cfg.grad_clip)
+        self.w_opt.step()
+        return loss.detach(), (logits.argmax(1) == y).sum(), cost
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard)
+        loss, ce, cost, logits = self._loss(x, y, sample)
+        self.a_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        loss.backward()
+        self.a_opt.step()  # type: ignore[union-attr]
+        return loss.detach(), (logits.argmax(1) == y).sum(), cost
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def _batches(self, split_name: str) -> list[torch.Tensor]:
+        split = getattr(self.data, split_name)
+        return batch_indices(len(split), self.cfg.batch_size, self.data_gen, shuffle=True,
+                             drop_last=len(split) > self.cfg.batch_size)
+
+    def _get(self, split_name: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        split = getattr(self.data, split_name)
+        idx = idx.to(self.device, non_blocking=True)
+        return split.x.index_select(0, idx), split.y.index_select(0, idx)
+
+    def run_epoch(self) -> dict[str, Any]:
+        st = self.state
+        e = st.epoch
+        lr = cosine_lr(self.cfg.w_lr, e, st.planned_epochs)
+        set_lr(self.w_opt, lr)
+        warm = e < st.planned_warmup
+        train_w = warm or self.cfg.alternate == "step" or (e - st.planned_warmup) % 2 == 0
+        train_a = (not warm) and self.a_opt is not None and (
+            self.cfg.alternate == "step" or (e - st.planned_warmup) % 2 == 1)
+        self.net.train()
+        dev = self.device
+        acc = {"w_loss": torch.zeros((), device=dev), "w_correct": torch.zeros((), device=dev),
+               "a_loss": torch.zeros((), device=dev), "a_correct": torch.zeros((), device=dev),
+               "cost": torch.zeros((), device=dev)}
+        n_w = n_a = s_w = s_a = 0
+        tr = self._batches("train") if train_w else []
+        va = self._batches("val") if train_a else []
+        if self.cfg.alternate == "step" and train_w and train_a:
+            steps = [("w", i) for i in tr]
+            merged: list[tuple[str, torch.Tensor]] = []
+            for j, s in enumerate(steps):
+                merged.append(s)
+                merged.append(("a", va[j % len(va)]))
+        else:
+            merged = [("w", i) for i in tr] + [("a", i) for i in va]
+        t_start = time.perf_counter()
+        truncated = False
+        for kind, idx in merged:
+            if self.cfg.budget_s is not None and (
+                    st.elapsed_s + time.perf_counter() - t_start >= self.cfg.budget_s):
+                truncated = True  # out of time: end this (last) epoch early
+                break
+            x, y = self._get("train" if kind == "w" else "val", idx)
+            if kind == "w":
+                loss, correct, cost = self.weight_step(x, y)
+                acc["w_loss"] += loss * len(y)
+                acc["w_correct"] += correct
+                n_w += len(y)
+                s_w += 1
+            else:
+                loss, correct, cost = self.arch_step(x, y)
+                acc["a_loss"] += loss * len(y)
+                acc["a_correct"] += correct
+                acc["cost"] += cost
+                n_a += len(y)
+                s_a += 1
+        vals = {k: float(v) for k, v in acc.items()}  # one host sync per epoch
+        rec: dict[str, Any] = {
+            "epoch": e, "tau": self.tau(), "lr": lr, "warmup": warm,
+            "w_loss": vals["w_loss"] / max(n_w, 1), "w_acc": vals["w_correct"] / max(n_w, 1),
+            "a_loss": vals["a_loss"] / max(n_a, 1) if n_a else None,
+            "a_acc": vals["a_correct"] / max(n_a, 1) if n_a else None,
+            "cost": vals["cost"] / s_a if s_a else None,
+            "truncated": truncated,
+        }
+        if self.log_arch is not None:
+            rec.update(self.log_arch(self.net))
+        return rec
+
+    def fit(self) -> LoopState:
+        """Train until the planned epochs (or the time budget) are done; resumable."""
+        st = self.state
+        bar = tqdm(total=st.planned_epochs, initial=st.epoch, desc="supernet", unit="ep",
+                   disable=not self.progress, dynamic_ncols=True)
+        while st.epoch < st.planned_epochs:
+            t0 = time.perf_counter()
+            rec = self.run_epoch()
+            dt = time.perf_counter() - t0
+            st.elapsed_s += dt
+            rec["seconds"] = dt
+            st.history.append(rec)
+            st.epoch += 1
+            if self.cfg.budget_s is not None and st.epoch == 1:
+                self._fit_plan_to_budget(dt)
+                bar.total = st.planned_epochs
+            post = {"loss": f"{rec['w_loss']:.3f}", "acc": f"{rec['w_acc']:.3f}",
+                    "tau": f"{rec['tau']:.2f}"}
+            if rec["cost"] is not None:
+                post["cost"] = f"{rec['cost']:.4g}"
+            bar.set_postfix(post)
+            bar.update(1)
+            self.save()
+            if self.cfg.budget_s is not None and st.elapsed_s >= self.cfg.budget_s:
+                break
+        bar.close()
+        return st
+
+    def _fit_plan_to_budget(self, epoch_seconds: float) -> None:
+        """With a time budget, plan the cosine schedule and warm-up over the epochs that fit."""
+        st = self.state
+        fit = max(2, int(self.cfg.budget_s / max(epoch_seconds, 1e-6)))  # type: ignore[operator]
+        if fit < st.planned_epochs:
+            frac = self.cfg.warmup_epochs / self.cfg.epochs
+            st.planned_warmup = min(max(1, round(fit * frac)), fit - 1)
+            st.planned_epochs = fit
+
+    # -- checkpoint -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict() if self.a_opt else None,
+            "loop": asdict(self.state),
+            "config": {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in asdict(self.cfg).items()},
+            "data_gen": self.data_gen.get_state(),
+            "aug_gen": self.aug_gen.get_state(),
+            "gumbel_gen": self.gumbel_gen.get_state(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.net.load_state_dict(sd["net"])
+        self.w_opt.load_state_dict(sd["w_opt"])
+        if self.a_opt and sd["a_opt"]:
+            self.a_opt.load_state_dict(sd["a_opt"])
+        self.state = LoopState(**sd["loop"])
+        self.data_gen.set_state(sd["data_gen"])
+        self.aug_gen.set_state(sd["aug_gen"])
+        self.gumbel_gen.set_state(sd["gumbel_gen"])
+        set_rng_state(sd["rng"])
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(self.checkpoint)
+
+    def resume(self) -> bool:
+        """Load the checkpoint if there is one; True when resumed."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return False
+        self.load_state_dict(torch.load(self.checkpoint, map_location=self.device,
+                                        weights_only=True))
+        return True

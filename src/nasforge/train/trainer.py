@@ -1,0 +1,216 @@
+"""Train a standalone model from scratch with a training *recipe* (FBNetV3's h): optimizer,
+lr, weight decay, label smoothing, mixup, EMA, augmentation, epochs — all fields of
+:class:`Recipe`. Checkpoints every epoch and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from nasforge.data import Dataset, random_crop_flip
+from nasforge.data.batches import batch_indices
+from nasforge.device import rng_state, set_rng_state
+from nasforge.errors import UserError
+from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
+from nasforge.train.evaluate import accuracy
+from nasforge.train.schedules import cosine_lr, set_lr
+
+OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+
+
+@dataclass
+class Recipe:
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(α, α) mixing; 0 disables
+    ema: float = 0.0  # EMA decay of weights; 0 disables
+    augment: bool = True  # random translation ±2 px + horizontal flip
+    flip: bool = True
+    grad_clip: float | None = 5.0
+    budget_s: float | None = None
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"recipe optimizer {self.optimizer!r} unknown; choose from "
+                            f"{list(OPTIMIZERS)}")
+        if self.epochs < 1:
+            raise UserError(f"recipe epochs must be ≥ 1, got {self.epochs}")
+        if not 0.0 <= self.ema < 1.0:
+            raise UserError(f"recipe ema must be in [0, 1), got {self.ema}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"unknown recipe field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    val_acc: float
+    test_acc: float
+    epochs: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _make_optimizer(params: list[nn.Parameter], r: Recipe,
+                    device: torch.device) -> torch.optim.Optimizer:
+    fk = fused_kwargs(device)
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                               weight_decay=r.weight_decay, **fk)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay, **fk)
+    return torch.optim.RMSprop(params, lr=r.lr, momentum=r.momentum, alpha=0.9, eps=0.02,
+                               weight_decay=r.weight_decay)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0,
+                 checkpoint: str | Path | None = None, progress: bool = True,
+                 desc: str = "train") -> None:
+        self.r = recipe
+        self.data = data
+        self.device = data.device
+        self.model = prepare_module(model, self.device)
+        self.opt = _make_optimizer(list(self.model.parameters()), recipe, self.device)
+        self.ema_model = copy.deepcopy(self.model).eval() if recipe.ema > 0 else None
+        self.gen = torch.Generator().manual_seed(seed)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.progress = progress
+        self.desc = desc
+        self.epoch = 0
+        self.planned_epochs = recipe.epochs
+        self.elapsed_s = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, ...]:
+        r = self.r
+        set_lr(self.opt, lr)
+        if r.augment:
+            x = random_crop_flip(x, self.gen, flip=r.flip)
+        if r.mixup > 0:
+            lam = float(torch.distributions.Beta(r.mixup, r.mixup).sample())  # CPU, no sync
+            perm = torch.randperm(len(y), generator=self.gen).to(self.device)
+            x = lam * x + (1 - lam) * x.index_select(0, perm)
+        with autocast(self.device, r.amp):
+            logits = self.model(prepare_input(x)).float()
+        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
+        if r.mixup > 0:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(
+                logits, y.index_select(0, perm), label_smoothing=r.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if r.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+        self.opt.step()
+        if self.ema_model is not None:
+            with torch.no_grad():
+                for pe, pm in zip(self.ema_model.parameters(), self.model.parameters()):
+                    pe.lerp_(pm, 1.0 - r.ema)
+                for be, bm in zip(self.ema_model.buffers(), self.model.buffers()):
+                    be.copy_(bm)
+        return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
+
+    def fit(self) -> TrainResult:
+        r = self.r
+        n = len(self.data.train)
+        steps_per_epoch = max(1, -(-n // r.batch_size))
+        bar = tqdm(total=self.planned_epochs, initial=self.epoch, desc=self.desc, unit="ep",
+                   disable=not self.progress, dynamic_ncols=True)
+        while self.epoch < self.planned_epochs:
+            t0 = time.perf_counter()
+            self.model.train()
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            idxs = batch_indices(n, r.batch_size, self.gen, drop_last=n > r.batch_size)
+            for i, idx in enumerate(idxs):
+                step = self.epoch * steps_per_epoch + i
+                lr = cosine_lr(r.lr, step, self.planned_epochs * steps_per_epoch,
+                               warmup=r.warmup_epochs * steps_per_epoch)
+                idx = idx.to(self.device, non_blocking=True)
+                ls, c = self._step(self.data.train.x.index_select(0, idx),
+                                   self.data.train.y.index_select(0, idx), lr)
+                loss_sum += ls
+                correct += c
+            seen = sum(len(i) for i in idxs)
+            dt = time.perf_counter() - t0
+            self.elapsed_s += dt
+            rec = {"epoch": self.epoch, "loss": float(loss_sum) / seen,
+                   "train_acc": float(correct) / seen, "seconds": dt}
+            self.history.append(rec)
+            self.epoch += 1
+            if r.budget_s is not None and self.epoch == 1:
+                fit = max(1, int(r.budget_s / max(dt, 1e-6)))
+                self.planned_epochs = min(self.planned_epochs, fit)
+                bar.total = self.planned_epochs
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}")
+            bar.update(1)
+            self.save()
+        bar.close()
+        final = self.final_model()
+        return TrainResult(val_acc=accuracy(final, self.data.val),
+                           test_acc=accuracy(final, self.data.test), epochs=self.epoch,
+                           seconds=self.elapsed_s, history=self.history)
+
+    def final_model(self) -> nn.Module:
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
+                "gen": self.gen.get_state(), "epoch": self.epoch,
+                "planned_epochs": self.planned_epochs, "elapsed_s": self.elapsed_s,
+                "history": self.history, "recipe": asdict(self.r), "rng": rng_state()}
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(self.checkpoint)
+
+    def resume(self) -> bool:
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return False
+        sd = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(sd["model"])
+        self.opt.load_state_dict(sd["opt"])
+        if self.ema_model is not None and sd["ema"] is not None:
+            self.ema_model.load_state_dict(sd["ema"])
+        self.gen.set_state(sd["gen"])
+        self.epoch, self.planned_epochs = sd["epoch"], sd["planned_epochs"]
+        self.elapsed_s, self.history = sd["elapsed_s"], sd["history"]
+        set_rng_state(sd["rng"])
+        return True
+
+
+def train_model(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0,
+                checkpoint: str | Path | None = None, progress: bool = True,
+                desc: str = "train") -> tuple[nn.Module, TrainResult]:
+    """Train (resuming from ``checkpoint`` when present); returns the final (EMA) model."""
+    t = Trainer(model, data, recipe, seed=seed, checkpoint=checkpoint, progress=progress,
+                desc=desc)
+    t.resume()
+    res = t.fit()
+    return t.final_model(), res
