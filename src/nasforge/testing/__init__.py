@@ -1,0 +1,22 @@
+"""Test helpers shared by nasforge's own tests and by users testing their extensions."""
+
+from __future__ import annotations
+
+import torch
+
+from nasforge.data import Dataset, TensorSplit
+
+
+def tiny_dataset(n_train: int = 64, n_val: int = 32, n_test: int = 32, channels: int = 1,
+                 size: int = 28, num_classes: int = 10, seed: int = 0) -> Dataset:
+    """A small *learnable* dataset (class-dependent means) held on the CPU."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(num_classes, channels, size, size, generator=g)
+
+    def split(n: int) -> TensorSplit:
+        y = torch.randint(0, num_classes, (n,), generator=g)
+        x = protos[y] + 0.5 * torch.randn(n, channels, size, size, generator=g)
+        return TensorSplit(x, y)
+
+    return Dataset("tiny", split(n_train), split(n_val), split(n_test), num_classes,
+                   (0.0,) * channels, (1.0,) * channels)
