@@ -16,7 +16,8 @@ from nasforge.blocks.layers import ChannelShuffle, ConvBNAct, DropPath, SqueezeE
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, *, kernel: int, stride: int, hidden: int,
                  groups: int = 1, se: bool = False, act: str = "relu",
-                 skip_pw_when_equal: bool = False, drop_path: float = 0.0) -> None:
+                 skip_pw_when_equal: bool = False, drop_path: float = 0.0,
+                 se_mid: int | None = None) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -28,7 +29,7 @@ class InvertedResidual(nn.Module):
                    else ConvBNAct(cin, hidden, 1, groups=groups, act=act))
         self.shuffle = ChannelShuffle(groups) if groups > 1 else None
         self.dw = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, act=act)
-        self.se = SqueezeExcite(hidden) if se else None
+        self.se = SqueezeExcite(hidden, mid=se_mid) if se else None
         self.pwl = ConvBNAct(hidden, cout, 1, groups=groups, act="none")
         self.use_res = stride == 1 and cin == cout
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,18 +10,20 @@ from torch import nn
 
 
 def get_divisible_by(num: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``num`` to a multiple of ``divisor``, as FBNetV2's seed code does.
+    """Round ``num`` to a multiple of ``divisor`` exactly as FBNetV2's seed code does.
 
-    The result is at least ``min_value`` (default ``divisor``) and never more than 10 % below
-    ``num`` (rounding down that far adds one ``divisor`` back).
+    Round half away from zero (py2 rounding); a result more than 5 % below ``num`` gets one
+    ``divisor`` added back; the result is at least ``min_value`` (default ``divisor``).
     """
     if divisor <= 0:
         raise ValueError(f"divisor must be positive, got {divisor}")
     min_value = divisor if min_value is None else min_value
-    ret = max(min_value, int(num + divisor / 2) // divisor * divisor)
-    if ret < 0.9 * num:
-        ret += divisor
-    return int(ret)
+    ret = int(num)
+    if num % divisor != 0:
+        ret = int((math.floor(num / divisor + 0.5) or 1) * divisor)
+        if ret < 0.95 * num:
+            ret += divisor
+    return max(ret, min_value)
 
 
 class HSigmoid(nn.Module):
@@ -81,9 +84,12 @@ class ChannelShuffle(nn.Module):
 class SqueezeExcite(nn.Module):
     """SE with reduction 4 and a hard-sigmoid gate; hidden width rounded by get_divisible_by."""
 
-    def __init__(self, channels: int, reduction: float = 4.0, divisor: int = 8) -> None:
+    def __init__(self, channels: int, reduction: float = 4.0, divisor: int = 8,
+                 mid: int | None = None) -> None:
         super().__init__()
-        mid = get_divisible_by(channels / reduction, divisor)
+        # ``mid`` fixes the hidden width directly (FBNetV3's ``less_se_channels`` sizes it
+        # from the block input instead of the expanded width)
+        mid = get_divisible_by(channels / reduction, divisor) if mid is None else mid
         self.fc1 = nn.Conv2d(channels, mid, 1)
         self.act = nn.ReLU()
         self.fc2 = nn.Conv2d(mid, channels, 1)
