@@ -14,6 +14,7 @@ from nasforge.errors import UserError
 #: search method -> pipeline module (each has add_arguments(parser) and main(args))
 METHODS: dict[str, str] = {
     "fbnet": "nasforge.pipelines.fbnet",
+    "fbnetv2": "nasforge.pipelines.fbnetv2",
 }
 
 

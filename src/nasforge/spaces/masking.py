@@ -26,11 +26,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import InvertedResidual
+from nasforge.blocks import ConvBNAct, HSwish, InvertedResidual, get_divisible_by
+from nasforge.blocks.resample import InputResize
+from nasforge.cost.effective import conv_out
+from nasforge.cost.lut import LutItem, LutKey
 from nasforge.errors import UserError
-from nasforge.models.fbnetv2 import FBNetV2Model, ModelSetting, hidden_width, se_width
+from nasforge.models.fbnetv2 import (
+    FBNetV2Model,
+    ModelSetting,
+    hidden_width,
+    make_block,
+    se_width,
+)
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
 
@@ -278,6 +288,70 @@ class MaskingSpace(SearchSpace):
         return FBNetV2Model(s, num_classes, in_channels,
                             input_resize=res if res != self.skeleton.input_size else None)
 
+    def sizes(self, r: int) -> list[int]:
+        """Spatial sizes at input resolution ``r``: stem output, then each block's (in, out)."""
+        sk = self.skeleton
+        h = conv_out(r, 3, sk.stem_stride)
+        out = [h]
+        for b in self.blocks:
+            h2 = conv_out(h, b.kernel, b.stride)
+            out += [h, h2]
+            h = h2
+        return out
+
+    # -- latency table -------------------------------------------------------------------------
+    def lut_stem(self, c: int, r: int, in_channels: int) -> LutItem:
+        sk = self.skeleton
+        key = LutKey("v2stem", in_channels, c, sk.input_size, sk.input_size, sk.stem_stride,
+                     extra=f"r{r}")
+
+        def build() -> nn.Module:
+            stem = ConvBNAct(in_channels, c, 3, sk.stem_stride, act="hswish")
+            return nn.Sequential(InputResize(r), stem) if r != sk.input_size else stem
+
+        return LutItem(key, build, (in_channels, sk.input_size, sk.input_size))
+
+    def lut_block(self, b: BlockSpec, cin: int, e: float, cout: int, h: int) -> LutItem:
+        se = "_se" if b.se else ""
+        key = LutKey(f"v2ir_k{b.kernel}_e{e:g}{se}_{b.act}", cin, cout, h, h, b.stride)
+        return LutItem(key, lambda: make_block(cin, b.kernel, cout, b.stride, e, b.se, b.act,
+                                               {}, always_pw=True), (cin, h, h))
+
+    def lut_head(self, c: int, h: int, num_classes: int) -> LutItem:
+        sk = self.skeleton
+        pw = get_divisible_by(c * sk.last_pw, 8)
+        key = LutKey("v2head", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
+        return LutItem(key, lambda: _Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+
+    def lut_items(self, num_classes: int, in_channels: int) -> list[LutItem]:
+        """Every (option combination, resolution) of every layer."""
+        sk = self.skeleton
+        items = []
+        for r in sk.resolutions:
+            hs = self.sizes(r)
+            items += [self.lut_stem(c, r, in_channels) for c in sk.stem]
+            for b in self.blocks:
+                pairs = (zip(b.in_widths, b.out_widths) if b.in_widths == b.out_widths
+                         else itertools.product(b.in_widths, b.out_widths))
+                for cin, cout in pairs:
+                    items += [self.lut_block(b, cin, e, cout, hs[1 + 2 * b.index])
+                              for e in b.expansions]
+            items += [self.lut_head(c, hs[-1], num_classes) for c in sk.stages[-1].widths]
+        return items
+
+    def lut_keys(self, arch: Arch, num_classes: int, in_channels: int) -> list[LutKey]:
+        self.validate(arch)
+        g = arch.genes
+        r, hs = g["resolution"], self.sizes(g["resolution"])
+        keys = [self.lut_stem(g["stem"], r, in_channels).key]
+        cin = g["stem"]
+        for b, e in zip(self.blocks, g["expansions"]):
+            cout = g["widths"][b.stage]
+            keys.append(self.lut_block(b, cin, e, cout, hs[1 + 2 * b.index]).key)
+            cin = cout
+        keys.append(self.lut_head(cin, hs[-1], num_classes).key)
+        return keys
+
     def cardinality(self) -> int:
         return math.prod(len(o) for _, o in self.decisions())
 
@@ -290,6 +364,20 @@ class MaskingSpace(SearchSpace):
                 raise UserError(f"block {b.index}: a hidden option exceeds the supernet's {hmax}")
             if b.se and max(itertools.chain(*se)) > se_width(hmax, max(b.expansions), False):
                 raise UserError(f"block {b.index}: an SE option exceeds the supernet's")
+
+
+class _Head(nn.Module):
+    """last_pw → pool → last_fc → classifier, as one LUT item."""
+
+    def __init__(self, c: int, pw: int, fc: int, num_classes: int) -> None:
+        super().__init__()
+        self.last_pw = ConvBNAct(c, pw, 1, act="hswish")
+        self.last_fc = nn.Sequential(nn.Conv2d(pw, fc, 1, bias=False), HSwish())
+        self.classifier = nn.Linear(fc, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last_pw(x).mean((2, 3), keepdim=True)
+        return self.classifier(self.last_fc(x).flatten(1))
 
 
 def register_spaces(register) -> None:  # noqa: ANN001

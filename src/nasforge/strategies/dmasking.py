@@ -28,7 +28,8 @@ from torch import nn
 from nasforge.arch import Arch
 from nasforge.blocks import get_divisible_by
 from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
-from nasforge.cost.effective import EffectiveCounts, conv_out, mix, mix2
+from nasforge.cost.effective import EffectiveCounts, mix, mix2
+from nasforge.cost.lut import LatencyTable
 from nasforge.errors import UserError
 from nasforge.models.fbnetv2 import FBNetV2Model
 from nasforge.spaces.masking import MaskingSpace, channel_masks, masked_ir
@@ -85,19 +86,9 @@ class DMaskingSupernet(nn.Module):
         self.register_buffer("L_pw", channel_masks(self.pw_widths, max(self.pw_widths)),
                              persistent=False)
         # spatial sizes per resolution: stem output, each block's (in, out)
-        self.sizes = torch.tensor([self._sizes(r) for r in sk.resolutions], dtype=torch.float64)
+        self.sizes = torch.tensor([space.sizes(r) for r in sk.resolutions], dtype=torch.float64)
         self.final_sizes = [int(s[-1]) for s in self.sizes.tolist()]
         self.latency = latency
-
-    def _sizes(self, r: int) -> list[int]:
-        sk = self.space.skeleton
-        h = conv_out(r, 3, sk.stem_stride)
-        out = [h]
-        for b in self.space.blocks:
-            h2 = conv_out(h, b.kernel, b.stride)
-            out += [h, h2]
-            h = h2
-        return out
 
     # -- parameter groups ----------------------------------------------------------------------
     def weight_parameters(self) -> Iterator[nn.Parameter]:
@@ -298,3 +289,35 @@ class DMaskingTrainer(SupernetTrainer):
         n = max(self.state.planned_epochs - 1, 1)
         frac = min(e / n, 1.0)
         return self.cfg.tau0 * math.exp(frac * math.log(self.tau_end / self.cfg.tau0))
+
+
+def latency_tensors(space: MaskingSpace, lut: LatencyTable, num_classes: int,
+                    in_channels: int) -> LatencyTensors:
+    """Arrange a LUT's corrected entries (µs) by option index for :class:`LatencyTensors`."""
+    sk = space.skeleton
+    R = len(sk.resolutions)
+    stem = torch.zeros(len(sk.stem), R, dtype=torch.float64)
+    blocks = []
+    for b in space.blocks:
+        same = b.in_decision == b.out_decision
+        shape = ((len(b.in_widths), len(b.expansions), R) if same else
+                 (len(b.in_widths), len(b.expansions), len(b.out_widths), R))
+        blocks.append(torch.zeros(shape, dtype=torch.float64))
+    last = sk.stages[-1].widths
+    head = torch.zeros(len(last), R, dtype=torch.float64)
+    for r, res in enumerate(sk.resolutions):
+        hs = space.sizes(res)
+        for s, c in enumerate(sk.stem):
+            stem[s, r] = lut.corrected(space.lut_stem(c, res, in_channels).key)
+        for b, tab in zip(space.blocks, blocks):
+            h = hs[1 + 2 * b.index]
+            for j, cin in enumerate(b.in_widths):
+                for i, e in enumerate(b.expansions):
+                    if tab.dim() == 3:
+                        tab[j, i, r] = lut.corrected(space.lut_block(b, cin, e, cin, h).key)
+                        continue
+                    for o, cout in enumerate(b.out_widths):
+                        tab[j, i, o, r] = lut.corrected(space.lut_block(b, cin, e, cout, h).key)
+        for c_i, c in enumerate(last):
+            head[c_i, r] = lut.corrected(space.lut_head(c, hs[-1], num_classes).key)
+    return LatencyTensors(stem, blocks, head, lut.overhead_us, space)
