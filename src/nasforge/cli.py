@@ -14,6 +14,10 @@ from nasforge.errors import UserError
 #: search method -> pipeline module (each has add_arguments(parser) and main(args))
 METHODS: dict[str, str] = {
     "fbnet": "nasforge.pipelines.fbnet",
+    "blockqnn": "nasforge.pipelines.sample",
+    "evolution": "nasforge.pipelines.sample",
+    "reinforce": "nasforge.pipelines.sample",
+    "random": "nasforge.pipelines.sample",
     "fbnetv2": "nasforge.pipelines.fbnetv2",
 }
 

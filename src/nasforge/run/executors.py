@@ -1,0 +1,187 @@
+"""Executors run trial functions and hand back :class:`concurrent.futures.Future` objects, so
+the engine waits on whichever result arrives first (no sleep-polling), whatever the backend.
+
+- ``local``: in the calling process, at submit time (sequential; for tests and debugging).
+- ``process``: a pool of spawned processes (one trial per process at a time). A worker that dies
+  breaks the pool: every trial in flight fails with :class:`WorkerLost`, the pool is rebuilt on
+  the next submit, and the engine retries those trials.
+- ``ray``: one Ray task per trial with its CPU/GPU request; ``ray.init()`` starts a local
+  cluster (``num_cpus = workers``) unless an address of an existing cluster is given. Ray
+  itself re-runs a task whose worker died (``max_retries``); a task that still fails comes back
+  as :class:`WorkerLost` and the engine retries it.
+
+Every future's value is ``(result, worker)`` where ``worker`` is ``host:pid`` of the process
+that ran the trial.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from nasforge.errors import UserError, require
+
+
+class WorkerLost(RuntimeError):
+    """The process running a trial died (killed, out of memory, node lost): retry the trial."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_tagged(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
+    return fn(*args), worker_name()
+
+
+class Executor(ABC):
+    name: str = ""
+    workers: int = 1
+
+    @abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        """Start ``fn(*args)``; the future's value is ``(result, worker)``."""
+
+    def close(self) -> None:  # noqa: B027 - most executors hold nothing to release
+        """Release workers (a no-op where there are none)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(run_tagged(fn, *args))
+        except BaseException as e:  # noqa: BLE001 - handed to the engine like any backend
+            fut.set_exception(e)
+        return fut
+
+
+class ProcessExecutor(Executor):
+    name = "process"
+
+    def __init__(self, workers: int = 2, context: str = "spawn") -> None:
+        if workers < 1:
+            raise UserError(f"--workers must be ≥ 1, got {workers}")
+        self.workers = workers
+        self._ctx = mp.get_context(context)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+        return self._pool
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        try:
+            inner = self._get_pool().submit(run_tagged, fn, *args)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+            self._pool = None
+            inner = self._get_pool().submit(run_tagged, fn, *args)
+        return _translate(inner, (BrokenProcessPool,))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, workers: int = 2, address: str | None = None, cpus_per_trial: float = 1,
+                 gpus_per_trial: float = 0, max_retries: int = 3) -> None:
+        self.ray = require("ray", "ray")
+        self.workers = workers
+        self._started = False
+        if not self.ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                self.ray.init(address=address, **kw)
+            else:
+                self.ray.init(num_cpus=max(workers, int(cpus_per_trial * workers + 0.999)),
+                              **kw)
+            self._started = True
+        self._remote = self.ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
+                                       max_retries=max_retries)(run_tagged)
+        ex = self.ray.exceptions
+        self._lost = tuple(getattr(ex, n) for n in ("WorkerCrashedError", "NodeDiedError",
+                                                     "LocalRayletDiedError", "OutOfMemoryError",
+                                                     "TaskCancelledError") if hasattr(ex, n))
+        self._task_error = ex.RayTaskError
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        inner = self._remote.remote(fn, *args).future()
+        out: cf.Future = cf.Future()
+
+        def done(f: cf.Future) -> None:
+            e = f.exception()
+            if e is None:
+                out.set_result(f.result())
+            elif isinstance(e, self._lost):
+                out.set_exception(WorkerLost(f"ray worker lost: {type(e).__name__}"))
+            elif isinstance(e, self._task_error):  # re-raise the trial's own exception type
+                cause = getattr(e, "cause", None)
+                out.set_exception(cause if isinstance(cause, BaseException) else e)
+            else:
+                out.set_exception(e)
+
+        inner.add_done_callback(done)
+        return out
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+def _translate(inner: cf.Future, lost: tuple[type[BaseException], ...]) -> cf.Future:
+    """A future that reports backend-specific worker deaths as :class:`WorkerLost`."""
+    out: cf.Future = cf.Future()
+
+    def done(f: cf.Future) -> None:
+        if f.cancelled():
+            out.set_exception(WorkerLost("trial cancelled (its pool was shut down)"))
+            return
+        e = f.exception()
+        if e is None:
+            out.set_result(f.result())
+        elif isinstance(e, lost):
+            out.set_exception(WorkerLost(f"worker process died: {e}"))
+        else:
+            out.set_exception(e)
+
+    inner.add_done_callback(done)
+    return out
+
+
+EXECUTORS = ("local", "process", "ray")
+
+
+def create_executor(name: str, workers: int = 1, *, ray_address: str | None = None,
+                    cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                    max_retries: int = 3) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "process":
+        return ProcessExecutor(workers)
+    if name == "ray":
+        return RayExecutor(workers, ray_address, cpus_per_trial, gpus_per_trial, max_retries)
+    raise UserError(f"unknown executor {name!r}; choose from {list(EXECUTORS)}")

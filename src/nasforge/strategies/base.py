@@ -1,0 +1,142 @@
+"""The ask/tell interface every sample-based strategy implements, and the helpers they share.
+
+A strategy proposes architectures (:meth:`Strategy.ask`) and learns from their rewards
+(:meth:`Strategy.tell`); asks and tells may interleave in any order (results arrive
+asynchronously from the executors). ``state_dict()`` is plain JSON — RNG state included — so
+the engine can store it in the trial database in the same transaction as the trial it
+describes, and a resumed search continues exactly.
+
+Sequential strategies (Q-learning, REINFORCE) build an architecture decision by decision; a
+space offers that view through the :class:`Sequential` protocol (``actions(prefix)``, …).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from nasforge.arch import Arch
+from nasforge.errors import UserError
+from nasforge.spaces.base import SearchSpace
+
+
+@runtime_checkable
+class Sequential(Protocol):
+    """A space seen as a sequence of decisions; actions are JSON values."""
+
+    def actions(self, prefix: list) -> list: ...
+
+    def is_complete(self, prefix: list) -> bool: ...
+
+    def to_arch(self, prefix: list) -> Arch: ...
+
+    def from_arch(self, arch: Arch) -> list: ...
+
+    def vocabulary(self) -> list:
+        """Every token any step can emit (REINFORCE's output layer)."""
+        ...
+
+    def token(self, action: Any) -> Any:
+        """The vocabulary entry of ``action`` (position-free)."""
+        ...
+
+
+class Strategy(ABC):
+    """ask/tell search strategy over a :class:`SearchSpace`."""
+
+    name: str = ""
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+
+    @abstractmethod
+    def ask(self) -> Arch:
+        """The next architecture to evaluate."""
+
+    @abstractmethod
+    def tell(self, arch: Arch, reward: float) -> None:
+        """The reward of an architecture this strategy asked for (any order)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_to_json(self.rng)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rng_from_json(self.rng, state["rng"])
+
+
+def sequential(space: SearchSpace, strategy: str) -> Sequential:
+    if not isinstance(space, Sequential):
+        raise UserError(f"strategy {strategy!r} builds architectures decision by decision; space "
+                        f"{space.name!r} does not offer actions(prefix) (use random or "
+                        "evolution, or an NSC / categorical space)")
+    return space  # type: ignore[return-value]
+
+
+def rng_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    return rng.bit_generator.state
+
+
+def rng_from_json(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state
+
+
+def config_from(cls: type, options: dict[str, Any] | None, strategy: str) -> Any:
+    """A strategy config dataclass from user options; unknown names are an error."""
+    options = dict(options or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"unknown option(s) {unknown} for strategy {strategy!r}; available: "
+                        f"{sorted(names)}")
+    return cls(**options)
+
+
+def tensors_to_json(obj: Any) -> Any:
+    """Tensors (nested in dicts/lists) as JSON data; :func:`tensors_from_json` inverts it."""
+    if isinstance(obj, torch.Tensor):  # exact bytes, base64: compact and lossless
+        a = obj.detach().cpu().contiguous().numpy()
+        return {"__tensor__": base64.b64encode(a.tobytes()).decode(), "dtype": str(a.dtype),
+                "shape": list(a.shape)}
+    if isinstance(obj, dict):
+        return {"__dict__": [[tensors_to_json(k), tensors_to_json(v)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [tensors_to_json(v) for v in obj]
+    return obj
+
+
+def tensors_from_json(obj: Any) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        raw = base64.b64decode(obj["__tensor__"])
+        a = np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+        return torch.from_numpy(a.copy())
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {tensors_from_json(k): tensors_from_json(v) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [tensors_from_json(v) for v in obj]
+    return obj
+
+
+#: strategy name -> "module:Class" (imported on first use)
+STRATEGIES: dict[str, str] = {
+    "random": "nasforge.strategies.random:RandomSearch",
+    "evolution": "nasforge.strategies.evolution:RegularizedEvolution",
+    "reinforce": "nasforge.strategies.reinforce:Reinforce",
+    "qlearning": "nasforge.strategies.qlearning:QLearning",
+}
+
+
+def create_strategy(name: str, space: SearchSpace, seed: int = 0,
+                    options: dict[str, Any] | None = None) -> Strategy:
+    """``random | evolution | reinforce | qlearning`` (``blockqnn`` is an alias of qlearning)."""
+    name = {"blockqnn": "qlearning"}.get(name, name)
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; available: {', '.join(sorted(STRATEGIES))}")
+    mod, cls = STRATEGIES[name].split(":")
+    return getattr(importlib.import_module(mod), cls)(space, seed=seed, options=options)

@@ -1,0 +1,57 @@
+"""Regularized (aging) evolution (Real et al.): tournament selection, mutation, and removal of
+the *oldest* member rather than the worst, so a lucky early reward cannot dominate forever.
+
+Until ``population`` results have arrived, asks are random samples (the initial population);
+afterwards each ask draws ``sample_size`` members, mutates the best of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nasforge.arch import Arch
+from nasforge.errors import UserError
+from nasforge.spaces.base import SearchSpace
+from nasforge.strategies.base import Strategy, config_from
+
+
+@dataclass
+class EvolutionConfig:
+    population: int = 20  # (choice) the paper used 100 for thousands of trials
+    sample_size: int = 5  # tournament size (paper: 25 of 100)
+
+    def __post_init__(self) -> None:
+        if self.population < 2 or not 1 <= self.sample_size <= self.population:
+            raise UserError(f"evolution needs population ≥ 2 and 1 ≤ sample_size ≤ population "
+                            f"(got {self.population}, {self.sample_size})")
+
+
+class RegularizedEvolution(Strategy):
+    name = "evolution"
+
+    def __init__(self, space: SearchSpace, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> None:
+        super().__init__(space, seed)
+        self.cfg: EvolutionConfig = config_from(EvolutionConfig, options, self.name)
+        self.population: list[tuple[Arch, float]] = []  # oldest first
+
+    def ask(self) -> Arch:
+        if len(self.population) < self.cfg.population:
+            return self.space.sample(self.rng)
+        idx = self.rng.choice(len(self.population), self.cfg.sample_size, replace=False)
+        parent = max((self.population[int(i)] for i in idx), key=lambda m: m[1])[0]
+        return self.space.mutate(parent, self.rng)
+
+    def tell(self, arch: Arch, reward: float) -> None:
+        self.population.append((arch, float(reward)))
+        if len(self.population) > self.cfg.population:
+            self.population.pop(0)  # aging: the oldest dies
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "population": [[a.to_dict(), r] for a, r in self.population]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.population = [(Arch.from_dict(a), float(r)) for a, r in state["population"]]
