@@ -1,6 +1,13 @@
 import os
 
 import pytest
+import torch
+
+# One intra-op thread: tests are tiny, and with other processes on the machine torch's thread
+# pool oversubscribes the cores (a 2-thread step measured 3-7x slower than 1 thread under load).
+# Subprocesses started by tests inherit OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
