@@ -113,9 +113,11 @@ def run(s: FBNetSettings, rd: RunDir) -> dict:
     tables, items = cost_tables(space, data.num_classes, in_ch)
     lut: LatencyTable | None = None
     if s.cost == "latency" or s.latency_ms is not None:
+        # a resumed run reuses its own table, so it continues with exactly the same costs
+        own = rd.file("lut.json")
         lut = load_or_build(space.name, items, target=s.target, threads=s.threads,
-                            path=s.lut, progress=s.progress)
-        rd.write_json("lut.json", lut.to_dict())
+                            path=own if own.is_file() else s.lut, progress=s.progress)
+        lut.save(own)
     if s.cost == "latency":
         cost_m, fixed = tables.latency_matrix(lut)  # type: ignore[arg-type]
     elif s.cost == "flops":

@@ -224,8 +224,11 @@ class SupernetTrainer:
             rec.update(self.log_arch(self.net))
         return rec
 
-    def fit(self) -> LoopState:
-        """Train until the planned epochs (or the time budget) are done; resumable."""
+    def fit(self, stop_at: int | None = None) -> LoopState:
+        """Train until the planned epochs (or the time budget) are done; resumable.
+
+        ``stop_at`` ends this call after that epoch without changing the plan (as if the
+        process were interrupted there)."""
         st = self.state
         bar = tqdm(total=st.planned_epochs, initial=st.epoch, desc="supernet", unit="ep",
                    disable=not self.progress, dynamic_ncols=True)
@@ -248,6 +251,8 @@ class SupernetTrainer:
             bar.update(1)
             self.save()
             if self.cfg.budget_s is not None and st.elapsed_s >= self.cfg.budget_s:
+                break
+            if stop_at is not None and st.epoch >= stop_at:
                 break
         bar.close()
         return st

@@ -131,7 +131,9 @@ class Trainer:
                     be.copy_(bm)
         return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
 
-    def fit(self) -> TrainResult:
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train to the planned epochs; ``stop_at`` ends this call early (as an interruption
+        would) without changing the schedule."""
         r = self.r
         n = len(self.data.train)
         steps_per_epoch = max(1, -(-n // r.batch_size))
@@ -166,6 +168,8 @@ class Trainer:
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}")
             bar.update(1)
             self.save()
+            if stop_at is not None and self.epoch >= stop_at:
+                break
         bar.close()
         final = self.final_model()
         return TrainResult(val_acc=accuracy(final, self.data.val),
