@@ -14,6 +14,7 @@ from nasforge.errors import UserError
 #: search method -> pipeline module (each has add_arguments(parser) and main(args))
 METHODS: dict[str, str] = {
     "fbnet": "nasforge.pipelines.fbnet",
+    "densenas": "nasforge.pipelines.densenas",
     "blockqnn": "nasforge.pipelines.sample",
     "evolution": "nasforge.pipelines.sample",
     "reinforce": "nasforge.pipelines.sample",
