@@ -79,3 +79,14 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     (tmp_path / "r" / "keep.txt").write_text("x")
     assert main(["search", "fbnet", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert (tmp_path / "r" / "keep.txt").read_text() == "x"
+
+
+def test_report_of_a_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    assert main(["search", "fbnet", *TINY, "--epochs", "2", "--single-path", "--cost", "flops",
+                 "--samples", "2", "--out", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64" in page and "test acc" in page
+    assert (out / "theta.png").is_file()
