@@ -1,0 +1,127 @@
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nasforge.api import search
+from nasforge.errors import UserError
+from nasforge.run.result import read_result
+from nasforge.run.store import TrialStore
+from nasforge.testing.trials import Slow, always_fails, peak
+
+CHOICES = {"a": [0, 1, 2, 3], "b": [0, 1, 2], "c": ["a", "b"]}
+
+KILLABLE = textwrap.dedent("""
+    import sys
+    from nasforge.api import search
+    from nasforge.testing.trials import Slow
+    out, log = sys.argv[1], sys.argv[2]
+    search({"a": [0, 1, 2, 3], "b": [0, 1, 2], "c": ["a", "b"]}, Slow(0.25, log), "qlearning",
+           max_trials=12, out=out, reuse=False, executor="process", workers=2, seed=5,
+           options={"decay_episodes": 12})
+""")
+
+
+def brute_force_best(choices):
+    configs = [dict(zip(choices, vals)) for vals in itertools.product(*choices.values())]
+    return max(configs, key=peak)
+
+
+def test_api_search_finds_the_brute_force_optimum(tmp_path):
+    res = search(CHOICES, peak, "evolution", max_trials=60, out=tmp_path / "s",
+                 options={"population": 6, "sample_size": 3}, seed=1)
+    assert res.best_config == brute_force_best(CHOICES)
+    assert res.best_reward == peak(res.best_config)
+    assert res.done == 60 and len(res.trials) == 60
+    with pytest.raises(UserError, match="resume=True"):
+        search(CHOICES, peak, "evolution", max_trials=60, out=tmp_path / "s")
+    with pytest.raises(UserError, match="differ"):
+        search(CHOICES, peak, "random", max_trials=60, out=tmp_path / "s", resume=True)
+
+
+def test_kill_9_then_resume_runs_every_trial_exactly_once(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "calls.log"
+    p = subprocess.Popen([sys.executable, "-c", KILLABLE, str(out), str(log)],
+                         start_new_session=True)
+    db = out / "trials.sqlite"
+    deadline = time.time() + 90
+    while time.time() < deadline:  # kill while some trials are done and others running
+        if db.exists():
+            try:
+                c = TrialStore(db).counts()
+            except Exception:  # noqa: BLE001 - the file is being created
+                c = {"done": 0, "running": 0}
+            if c["done"] >= 3 and c["running"] >= 1:
+                break
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)  # the engine and its worker processes
+    p.wait()
+    before = TrialStore(db)
+    c = before.counts()
+    assert c["done"] >= 3 and c["running"] >= 1, c
+    running_ids = {t.id for t in before.trials("running")}
+    res = search(CHOICES, Slow(0.05, str(log)), "qlearning", max_trials=12, out=out,
+                 resume=True, reuse=False, seed=5, options={"decay_episodes": 12})
+    st = TrialStore(db)
+    assert st.counts() == {"running": 0, "done": 12, "failed": 0}
+    trials = st.trials()
+    assert [t.id for t in trials] == list(range(1, 13))  # none lost, none added twice
+    assert all(st.get(i).attempts == 2 for i in running_ids)  # interrupted ones were re-run
+    assert st.meta("engine")["told"] == 12  # the strategy heard each result exactly once
+    assert len(st.meta("strategy")["memory"]) == 12
+    assert res.done == 12
+
+
+def test_budget_stops_and_leaves_nothing_running(tmp_path):
+    t0 = time.perf_counter()
+    res = search(CHOICES, Slow(0.1), "random", max_trials=None, budget_s=0.5,
+                 out=tmp_path / "b", reuse=False)
+    assert time.perf_counter() - t0 < 3
+    assert 2 <= res.done <= 7
+    assert TrialStore(res.store).counts()["running"] == 0
+
+
+def test_failing_objective_is_retried_then_failed(tmp_path):
+    res = search(CHOICES, always_fails, "random", max_trials=2, out=tmp_path / "f",
+                 max_retries=1)
+    st = TrialStore(res.store)
+    assert res.done == 0 and res.failed == 2 and res.best_config is None
+    t = st.trials("failed")[0]
+    assert t.attempts == 2 and "broken objective" in t.error
+
+
+def test_repeated_architecture_reuses_the_stored_result(tmp_path):
+    calls = tmp_path / "calls"
+    res = search({"a": [0, 1]}, Slow(0.0, str(calls)), "random", max_trials=8,
+                 out=tmp_path / "r")
+    st = TrialStore(res.store)
+    assert res.done == 8
+    assert len(calls.read_text().splitlines()) == 2  # only the two distinct configs ran
+    assert sum("reused_from" in t.metrics for t in st.trials()) == 6
+
+
+@pytest.mark.slow
+def test_cli_search_writes_result_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nasforge.cli", "search", "random", "--dataset", "digits",
+           "--subset", "200", "--executor", "local", "--max-trials", "2", "--eval-epochs", "1",
+           "--train-epochs", "1", "--no-progress"]
+    r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = read_result(out / "result.json")
+    assert res["method"] == "random" and res["space"] == "nsc-fast"
+    assert res["epochs"]["search"] == 2
+    st = TrialStore(out / "trials.sqlite")
+    assert st.counts() == {"running": 0, "done": 2, "failed": 0}
+    search_json = json.loads((out / "search.json").read_text())
+    assert "output" in search_json["best_block"]
+    r2 = subprocess.run([*cmd[:5], "--resume", str(out), "--no-progress"],
+                        capture_output=True, text=True, timeout=120)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert TrialStore(out / "trials.sqlite").counts()["done"] == 2  # nothing re-run

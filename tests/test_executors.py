@@ -1,0 +1,72 @@
+import concurrent.futures as cf
+import importlib.util
+import os
+
+import pytest
+
+from nasforge.api import _Objective, search
+from nasforge.errors import UserError
+from nasforge.run.executors import LocalExecutor, ProcessExecutor, WorkerLost, create_executor
+from nasforge.testing.trials import KillOnce, Slow, always_fails, peak
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+CHOICES = {"a": [0, 1, 2], "b": ["a", "b"]}
+
+
+def test_local_runs_inline_and_keeps_exceptions():
+    ex = LocalExecutor()
+    value, worker = ex.submit(_Objective(peak), {"space": "categorical", "genes": {"a": 1}},
+                              0).result()
+    assert value == {"reward": 0.0} and worker.endswith(f":{os.getpid()}")
+    fut = ex.submit(_Objective(always_fails), {"space": "categorical", "genes": {"a": 1}}, 0)
+    with pytest.raises(RuntimeError, match="broken objective"):
+        fut.result()
+
+
+def test_unknown_executor():
+    with pytest.raises(UserError, match="unknown executor"):
+        create_executor("mpi")
+
+
+def test_process_pool_survives_a_killed_worker(tmp_path):
+    marker = str(tmp_path / "killed")
+    arch = {"space": "categorical", "genes": {"a": 1}}
+    with ProcessExecutor(2) as ex:
+        futs = [ex.submit(_Objective(Slow(0.05)), arch, 0) for _ in range(2)]
+        pids = {f.result()[0]["pid"] for f in futs}
+        assert all(p != os.getpid() for p in pids)
+        lost = ex.submit(_Objective(KillOnce(marker)), arch, 0)
+        with pytest.raises(WorkerLost):
+            lost.result(timeout=60)
+        again = ex.submit(_Objective(KillOnce(marker)), arch, 0)  # pool rebuilt on submit
+        assert again.result(timeout=60)[0]["reward"] == 0.0
+
+
+def test_engine_retries_trial_whose_process_died(tmp_path):
+    res = search(CHOICES, KillOnce(str(tmp_path / "killed")), "random", max_trials=4,
+                 executor="process", workers=2, out=tmp_path / "run", reuse=False)
+    assert res.done == 4 and res.failed == 0
+    assert (tmp_path / "killed").exists()
+    assert all(status == "done" for _, _, status in res.trials)
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="ray is not installed")
+def test_ray_local_cluster_runs_trials_and_survives_a_killed_worker(tmp_path):
+    import ray
+
+    from nasforge.run.store import TrialStore
+
+    res = search(CHOICES, KillOnce(str(tmp_path / "killed")), "evolution", max_trials=4,
+                 executor="ray", workers=2, out=tmp_path / "run", reuse=False,
+                 options={"population": 2, "sample_size": 1})
+    assert not ray.is_initialized()  # the executor shut down the cluster it started
+    assert (tmp_path / "killed").exists()
+    assert res.done == 4 and res.failed == 0
+    st = TrialStore(res.store)
+    workers = {t.worker for t in st.trials("done")}
+    assert st.counts()["running"] == 0
+    assert all(w and not w.endswith(f":{os.getpid()}") for w in workers)
+
+
+def test_futures_are_standard():
+    assert isinstance(LocalExecutor().submit(len, [1]), cf.Future)
