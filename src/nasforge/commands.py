@@ -106,7 +106,13 @@ def export(args: argparse.Namespace) -> None:
     model = space.build(arch, classes, shape[0])
     w = Path(args.weights) if args.weights else folder / "model.pt"
     if w.is_file():
-        model.load_state_dict(load_state(w))
+        try:
+            model.load_state_dict(load_state(w))
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[1:2] or [str(e)]
+            raise UserError(f"weights {str(w)!r} do not fit the architecture in "
+                            f"{args.source!r} ({first[0].strip()}); export the weights "
+                            "trained for this arch") from None
     else:
         raise UserError(f"weights {str(w)!r} not found; train first or pass --weights")
     out = Path(args.out) if args.out else folder
@@ -141,7 +147,8 @@ def lut(args: argparse.Namespace) -> None:
     rep = validate_lut(space, items, in_ch, classes, target=args.target, threads=args.threads,
                        samples=args.samples, rng=np.random.default_rng(args.seed),
                        statistic=args.statistic, lut_path=args.out,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, calibration=args.calibration,
+                       recalibrate=args.recalibrate)
     if args.json:
         print(json.dumps(rep))
 
