@@ -67,8 +67,8 @@ class SampleSettings(SearchSettings):
 def _options(s: SampleSettings) -> dict[str, Any]:
     opts = dict(s.strategy_options)
     strat = STRATEGY_OF[s.method]
-    if strat == "qlearning":
-        opts.setdefault("decay_episodes", s.max_trials)  # ε: 1.0 → 0.1 over the run
+    if strat == "qlearning":  # ε: 1.0 → 0.1 over the run (trials or --budget, what ends first)
+        opts.setdefault("decay_episodes", None)
     return opts
 
 

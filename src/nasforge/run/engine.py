@@ -150,7 +150,16 @@ class Engine:
             return
         self._record(trial_id, arch, metrics, worker)
 
+    def _progress(self) -> float:
+        c, f = self.cfg, 0.0
+        if c.budget_s is not None:
+            f = self.elapsed() / c.budget_s
+        if c.max_trials is not None:
+            f = max(f, sum(self.store.counts().values()) / c.max_trials)
+        return min(1.0, f)
+
     def _start_one(self) -> None:
+        self.strategy.progress = self._progress()
         arch = self.strategy.ask()
         prev = self.store.find_done(arch) if self.cfg.reuse else None
         trial_id = self.store.create(arch, meta=self._meta())

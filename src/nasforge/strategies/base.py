@@ -51,6 +51,9 @@ class Strategy(ABC):
     """ask/tell search strategy over a :class:`SearchSpace`."""
 
     name: str = ""
+    #: fraction of the run used so far (trials or budget seconds), set by the engine before
+    #: each ask; schedules that follow the run's length (Q-learning's ε) read it
+    progress: float = 0.0
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space

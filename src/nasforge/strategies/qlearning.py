@@ -30,7 +30,8 @@ class QLearningConfig:
     q_init: float = 0.5  # (choice) optimistic start, as MetaQNN
     epsilon_start: float = 1.0  # (paper)
     epsilon_end: float = 0.1  # (paper)
-    decay_episodes: int = 100  # (choice) episodes over which ε decays linearly
+    decay_episodes: int | None = 100  # (choice) ε decays linearly over these episodes;
+    # None: over the run's progress (trials or seconds of budget used), as the engine reports
     schedule: list[list[float]] | None = None  # [[ε, episodes], …] overrides the linear decay
     replay: int = 32  # (choice) past episodes replayed per result
     shaping: bool = True  # r_t = r_T / T for intermediate steps
@@ -39,20 +40,20 @@ class QLearningConfig:
         if not 0 < self.alpha <= 1 or not 0 <= self.gamma <= 1:
             raise UserError(f"Q-learning needs 0 < alpha ≤ 1 and 0 ≤ gamma ≤ 1 (got "
                             f"{self.alpha}, {self.gamma})")
-        if self.decay_episodes < 1 or self.replay < 0:
+        if (self.decay_episodes is not None and self.decay_episodes < 1) or self.replay < 0:
             raise UserError("decay_episodes must be ≥ 1 and replay ≥ 0")
         for row in self.schedule or []:
             if len(row) != 2 or not 0 <= row[0] <= 1 or row[1] < 0:
                 raise UserError(f"schedule rows are [epsilon in [0,1], episodes ≥ 0]; got {row}")
 
-    def epsilon(self, episode: int) -> float:
+    def epsilon(self, episode: int, progress: float = 0.0) -> float:
         if self.schedule:
             for eps, n in self.schedule:
                 if episode < n:
                     return float(eps)
                 episode -= int(n)
             return float(self.schedule[-1][0])
-        f = min(1.0, episode / self.decay_episodes)
+        f = min(1.0, progress if self.decay_episodes is None else episode / self.decay_episodes)
         return self.epsilon_start + (self.epsilon_end - self.epsilon_start) * f
 
 
@@ -90,7 +91,7 @@ class QLearning(Strategy):
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> Arch:
-        eps = self.cfg.epsilon(self.episode)
+        eps = self.cfg.epsilon(self.episode, self.progress)
         self.episode += 1
         prefix: list = []
         while not self.seq.is_complete(prefix):
