@@ -62,6 +62,8 @@ def test_epsilon_schedules():
     c = QLearningConfig(decay_episodes=10)
     assert c.epsilon(0) == 1.0 and c.epsilon(10) == pytest.approx(0.1)
     assert c.epsilon(5) == pytest.approx(0.55) and c.epsilon(99) == pytest.approx(0.1)
+    by_run = QLearningConfig(decay_episodes=None)  # follows the engine's progress fraction
+    assert by_run.epsilon(1000, 0.0) == 1.0 and by_run.epsilon(0, 0.5) == pytest.approx(0.55)
     p = QLearningConfig(schedule=[[1.0, 3], [0.5, 2], [0.1, 1]])
     assert [p.epsilon(i) for i in range(7)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
 

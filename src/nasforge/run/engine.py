@@ -177,7 +177,9 @@ class Engine:
         c = self.cfg
         counts = self.store.counts()
         bar = tqdm(total=c.max_trials, initial=counts["done"] + counts["failed"],
-                   desc=c.desc, unit="trial", disable=not c.progress, dynamic_ncols=True)
+                   desc=c.desc, unit="trial", disable=not c.progress, dynamic_ncols=True,
+                   bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}, {rate_fmt}"
+                              "{postfix}]")  # our ETA knows the budget; tqdm's does not
         try:
             while True:
                 while len(self.inflight) < self.ex.workers and self._can_start():
