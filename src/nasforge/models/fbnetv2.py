@@ -28,6 +28,8 @@ from torch import nn
 
 from nasforge.blocks import ConvBNAct, HSwish, InvertedResidual, Skip, get_divisible_by
 from nasforge.blocks.resample import InputResize
+from nasforge.cost.effective import EffectiveCounts, conv_out
+from nasforge.cost.flops import Counts
 from nasforge.errors import UserError
 
 Row = tuple  # (k, c, s, n, e, se, act[, options])
@@ -146,3 +148,35 @@ class FBNetV2Model(nn.Module):
         x = self.last_pw(x).mean((2, 3), keepdim=True)
         x = self.last_fc(x).flatten(1)
         return self.classifier(self.dropout(x))
+
+
+def setting_counts(setting: ModelSetting, num_classes: int = 1000, in_channels: int = 3,
+                   input_size: int | None = None) -> Counts:
+    """MACs and params of a setting, analytically (no forward pass: cheap at 320²). Same
+    convention as :func:`nasforge.cost.flops.count_module`; tests check they agree."""
+    h = conv_out(input_size or setting.input_size, 3, setting.stem_stride)
+    c = EffectiveCounts()
+    c.conv(in_channels, setting.stem, 3, h, h, bn=True)
+    cin = setting.stem
+    for _, k, cout, s, e, se, _act, opts in setting.blocks():
+        if k in (0, 1):
+            if k == 1 or cin != cout or s != 1:
+                h = conv_out(h, 1, s)
+                c.conv(cin, cout, 1, h, h, bn=True)
+        else:
+            hid = hidden_width(cin, e)
+            if hid != cin or setting.always_pw:
+                c.conv(cin, hid, 1, h, h, bn=True)
+            h = conv_out(h, k, s, opts.get("dw_padding"))
+            c.conv(hid, hid, k, h, h, depthwise=True, bn=True)
+            if se:
+                m = se_width(hid, e, setting.less_se_channels)
+                c.conv(hid, m, 1, 1, 1, bias=True)
+                c.conv(m, hid, 1, 1, 1, bias=True)
+            c.conv(hid, cout, 1, h, h, bn=True)
+        cin = cout
+    pw = get_divisible_by(cin * setting.last_pw, 8)
+    c.conv(cin, pw, 1, h, h, bn=True)
+    c.conv(pw, setting.last_fc, 1, 1, 1)
+    c.linear(setting.last_fc, num_classes)
+    return Counts(int(round(float(c.macs))), int(round(float(c.params))))
