@@ -189,9 +189,9 @@ class Engine:
                         bar.update(1)
                 if not self.inflight:
                     break
-                timeout = None
-                if c.budget_s is not None:
-                    timeout = max(0.05, c.budget_s - self.elapsed())
+                timeout = None  # wake up when the budget ends (to stop starting), else wait
+                if c.budget_s is not None and c.budget_s > self.elapsed():
+                    timeout = c.budget_s - self.elapsed()
                 done, _ = cf.wait(list(self.inflight), timeout=timeout,
                                   return_when=cf.FIRST_COMPLETED)
                 for fut in done:
