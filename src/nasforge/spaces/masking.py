@@ -142,7 +142,7 @@ class MaskedConvBNAct(nn.Module):
         self.register_buffer("L", channel_masks(self.widths, max(widths)), persistent=False)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * (g @ self.L).view(1, -1, 1, 1).to(x.dtype)
+        return _mask(self.conv(x), g @ self.L)
 
     def plain(self, width: int) -> ConvBNAct:
         """The standalone conv of one option, with this layer's weights sliced to it."""
@@ -173,6 +173,11 @@ class BranchedConvBNAct(nn.Module):
         return out
 
 
+def _mask(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``y ∘ M`` over channels (M cast to y's dtype: bf16 under autocast)."""
+    return y * m.view(1, -1, 1, 1).to(y.dtype)
+
+
 def masked_ir(b: InvertedResidual, x: torch.Tensor, m_hid: torch.Tensor,
               m_se: torch.Tensor | None, m_out: torch.Tensor) -> torch.Tensor:
     """One inverted residual at its largest width, masked: ``y = b(x) ∘ M`` per searched conv.
@@ -181,16 +186,15 @@ def masked_ir(b: InvertedResidual, x: torch.Tensor, m_hid: torch.Tensor,
     propagates C̄_in; its BN shift would otherwise leak into masked channels), the SE's hidden
     units with the SE mask, the projection with the output mask. Masks are (C,) vectors.
     """
-    mh = m_hid.view(1, -1, 1, 1).to(x.dtype)
-    y = b.pw(x) * mh if b.pw is not None else x
-    y = b.dw(y) * mh
+    y = _mask(b.pw(x), m_hid) if b.pw is not None else x
+    y = _mask(b.dw(y), m_hid)
     if b.se is not None:
         s = y.mean((2, 3), keepdim=True)
         z = b.se.act(b.se.fc1(s))
         if m_se is not None:
-            z = z * m_se.view(1, -1, 1, 1).to(x.dtype)
+            z = _mask(z, m_se)
         y = y * b.se.gate(b.se.fc2(z))
-    y = b.pwl(y) * m_out.view(1, -1, 1, 1).to(x.dtype)
+    y = _mask(b.pwl(y), m_out)
     if b.use_res:
         if b.drop_path is not None:
             y = b.drop_path(y)

@@ -85,10 +85,20 @@ class DMaskingSupernet(nn.Module):
         self.pw_widths = [get_divisible_by(c * sk.last_pw, 8) for c in last]
         self.register_buffer("L_pw", channel_masks(self.pw_widths, max(self.pw_widths)),
                              persistent=False)
-        # spatial sizes per resolution: stem output, each block's (in, out)
-        self.sizes = torch.tensor([space.sizes(r) for r in sk.resolutions], dtype=torch.float64)
-        self.final_sizes = [int(s[-1]) for s in self.sizes.tolist()]
-        self.latency = latency
+        # option values for the effective cost, as buffers so no step copies host → device
+        sizes = [space.sizes(r) for r in sk.resolutions]
+        self.final_sizes = [s[-1] for s in sizes]
+        vals = {"sizes": sizes, "final": self.final_sizes, "stem": list(sk.stem),
+                "pw": self.pw_widths}
+        vals.update({f"stage{i}": list(st.widths) for i, st in enumerate(sk.stages)})
+        for spec in space.blocks:
+            vals[f"hid{spec.index}"] = spec.hidden_table()
+            if spec.se:
+                vals[f"se{spec.index}"] = spec.se_table()
+        for k, v in vals.items():
+            self.register_buffer(f"V_{k}", torch.tensor(v, dtype=torch.float64),
+                                 persistent=False)
+        self.latency = latency  # a submodule (its tables are buffers) or None
 
     # -- parameter groups ----------------------------------------------------------------------
     def weight_parameters(self) -> Iterator[nn.Parameter]:
@@ -138,11 +148,13 @@ class DMaskingSupernet(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def trunk(self, x: torch.Tensor, m: dict[str, torch.Tensor]) -> torch.Tensor:
         """stem → masked blocks → last_pw (masked), on one input resolution."""
-        x = self.net.stem(x) * m["stem"].view(1, -1, 1, 1).to(x.dtype)
+        x = self.net.stem(x)
+        x = x * m["stem"].view(1, -1, 1, 1).to(x.dtype)
         for b, spec in zip(self.blocks, self.space.blocks):
             x = masked_ir(b, x, m[f"hid{spec.index}"], m.get(f"se{spec.index}"),
                           m[spec.out_decision])
-        return self.net.last_pw(x) * m["pw"].view(1, -1, 1, 1).to(x.dtype)
+        x = self.net.last_pw(x)
+        return x * m["pw"].view(1, -1, 1, 1).to(x.dtype)
 
     def forward(self, x: torch.Tensor, sample: Sample) -> torch.Tensor:
         G, res_index = sample
@@ -171,27 +183,31 @@ class DMaskingSupernet(nn.Module):
         """Effective MACs/params of sample ``G`` (exactly ``count_module`` of the derived model
         when ``G`` is one-hot; pass float64 for integer-exact values)."""
         sk, w = self.space.skeleton, self._weights(G)
-        eff = w["resolution"] @ self.sizes.to(G)  # effective h̄ (= w̄) at every point
+
+        def v(name: str) -> torch.Tensor:
+            return getattr(self, f"V_{name}").to(G.dtype)
+
+        eff = w["resolution"] @ v("sizes")  # effective h̄ (= w̄) at every point
         c = EffectiveCounts()
-        cs = mix(w["stem"], sk.stem)
+        cs = mix(w["stem"], v("stem"))
         c.conv(self.in_channels, cs, 3, eff[0], eff[0], bn=True)
         width = {"stem": cs}
-        width.update({f"stage{i}": mix(w[f"stage{i}"], st.widths)
-                      for i, st in enumerate(sk.stages)})
+        width.update({f"stage{i}": mix(w[f"stage{i}"], v(f"stage{i}"))
+                      for i in range(len(sk.stages))})
         for spec in self.space.blocks:
             h_in, h_out = eff[1 + 2 * spec.index], eff[2 + 2 * spec.index]
             gi, ge = w[spec.in_decision], w[f"block{spec.index}"]
-            hid = mix2(gi, ge, torch.tensor(spec.hidden_table()))
+            hid = mix2(gi, ge, v(f"hid{spec.index}"))
             c.conv(width[spec.in_decision], hid, 1, h_in, h_in, bn=True)
             c.conv(hid, hid, spec.kernel, h_out, h_out, depthwise=True, bn=True)
             if spec.se:
-                se = mix2(gi, ge, torch.tensor(spec.se_table()))
+                se = mix2(gi, ge, v(f"se{spec.index}"))
                 c.conv(hid, se, 1, 1, 1, bias=True)
                 c.conv(se, hid, 1, 1, 1, bias=True)
             c.conv(hid, width[spec.out_decision], 1, h_out, h_out, bn=True)
         last = len(sk.stages) - 1
-        pw = mix(w[f"stage{last}"], self.pw_widths)
-        hf = mix(w["resolution"], self.final_sizes)
+        pw = mix(w[f"stage{last}"], v("pw"))
+        hf = mix(w["resolution"], v("final"))
         c.conv(width[f"stage{last}"], pw, 1, hf, hf, bn=True)
         c.conv(pw, sk.last_fc, 1, 1, 1)
         c.linear(sk.last_fc, self.num_classes)
@@ -212,7 +228,7 @@ class DMaskingSupernet(nn.Module):
 
     def arch_cost(self, arch: Arch) -> dict[str, float]:
         """Exact MACs, params (and predicted latency µs) of a concrete architecture."""
-        G = self.one_hot(arch)[0].detach().double().cpu()
+        G = self.one_hot(arch)[0].detach().double()
         c = self.effective_counts(G)
         out = {"macs": float(c.macs), "params": float(c.params)}
         if self.latency is not None:
@@ -249,32 +265,38 @@ class DMaskingSupernet(nn.Module):
         return model.to(self.theta.device)
 
 
-class LatencyTensors:
+class LatencyTensors(nn.Module):
     """LUT latency (µs) of every option combination, mixed multilinearly by the weights.
 
     ``stem[s, r]``, per block ``[j, i, o, r]`` (input width, expansion, output width,
     resolution; within a stage ``j = o`` and the table is ``[j, i, r]``), ``head[c, r]``, plus a
     fixed part (one runtime overhead). One-hot weights give the LUT sum of that architecture.
+    The tables are (non-persistent) buffers: they follow the supernet to its device.
     """
 
     def __init__(self, stem: torch.Tensor, blocks: list[torch.Tensor], head: torch.Tensor,
                  fixed_us: float, space: MaskingSpace) -> None:
-        self.stem, self.blocks, self.head, self.fixed_us = stem, blocks, head, fixed_us
+        super().__init__()
+        self.register_buffer("stem", stem, persistent=False)
+        self.register_buffer("head", head, persistent=False)
+        for i, t in enumerate(blocks):
+            self.register_buffer(f"block{i}", t, persistent=False)
+        self.fixed_us = fixed_us
         self.space = space
 
     def expected(self, w: dict[str, torch.Tensor]) -> torch.Tensor:
         gr = w["resolution"]
-        dt, dev = gr.dtype, gr.device
-        t = torch.einsum("s,r,sr->", w["stem"], gr, self.stem.to(dev, dt))
-        for spec, tab in zip(self.space.blocks, self.blocks):
+        dt = gr.dtype
+        t = torch.einsum("s,r,sr->", w["stem"], gr, self.stem.to(dt))
+        for spec in self.space.blocks:
             gi, ge, go = w[spec.in_decision], w[f"block{spec.index}"], w[spec.out_decision]
-            tab = tab.to(dev, dt)
+            tab = getattr(self, f"block{spec.index}").to(dt)
             if spec.in_decision == spec.out_decision:
                 t = t + torch.einsum("j,i,r,jir->", gi, ge, gr, tab)
             else:
                 t = t + torch.einsum("j,i,o,r,jior->", gi, ge, go, gr, tab)
         last = f"stage{len(self.space.skeleton.stages) - 1}"
-        t = t + torch.einsum("c,r,cr->", w[last], gr, self.head.to(dev, dt))
+        t = t + torch.einsum("c,r,cr->", w[last], gr, self.head.to(dt))
         return t + self.fixed_us
 
 
