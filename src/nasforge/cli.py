@@ -65,9 +65,14 @@ def _add_lut(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--in-channels", type=int, default=None)
     p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--statistic", default="median", help="median | p10 | min | mean")
+    p.add_argument("--statistic", default="min",
+                   help="min (default: robust to foreign load) | p10 | median | mean")
     p.add_argument("--out", default=None, help="table path (default: the per-device cache)")
     p.add_argument("--samples", type=int, default=30, help="validate: random architectures")
+    p.add_argument("--calibration", type=int, default=20,
+                   help="validate: random architectures the improved predictor is fitted on")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="validate: refit the improved predictor even if one is stored")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="validate: last line is one JSON object")
     p.add_argument("--no-progress", action="store_true")

@@ -3,13 +3,22 @@
 File format (schema 1)::
 
     {"schema": 1, "unit": "us", "space": "...", "target": "cpu", "fingerprint": {...},
-     "statistic": "median", "warmup": 10, "repeats": 50, "overhead_us": 12.3,
+     "statistic": "min", "warmup": 10, "repeats": 50, "overhead_us": 12.3,
      "entries": {"k3_e6|16|24|28|28|2": 140.2, ...}}
+
+A key names the op (its name encodes kernel, expansion and groups, e.g. ``k5_e3``, ``k3_e1_g2``),
+input channels, output channels, input height and width, stride and any further field that
+changes the time (``extra``). Batch size, dtype and thread count are the same for every entry of
+a table and live in its ``fingerprint`` (with the CPU model, GPU name and runtime versions).
+All entries of a table are measured interleaved (:func:`nasforge.cost.measure.measure_many`).
 
 The unit is microseconds so that ``log(LAT)`` stays positive across every space we ship (the
 smallest network sums to well over 1 µs). ``overhead_us`` is the per-call cost of the runtime
 (an identity module), measured with the table: every entry includes it once, so the
 ``corrected`` prediction takes it off each entry and adds it back once per network.
+``extra.probe_us`` is the time of a fixed reference block (:func:`~nasforge.cost.measure.
+probe_module`) measured with the entries: later sessions compare their own probe time with it to
+tell how much the device's speed has drifted (and entries added later are rescaled by it).
 A table is never applied to another device fingerprint or another space.
 """
 
@@ -24,9 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
-from nasforge.cost.measure import device_fingerprint, measure_latency
+from nasforge.cost.measure import (
+    DEFAULT_STATISTIC,
+    PROBE_SHAPE,
+    device_fingerprint,
+    measure_latency,
+    measure_many,
+    probe_module,
+)
 from nasforge.errors import UserError
 
 SCHEMA = 1
@@ -75,7 +90,7 @@ class LatencyTable:
     fingerprint: dict[str, Any]
     entries: dict[str, float] = field(default_factory=dict)
     overhead_us: float = 0.0
-    statistic: str = "median"
+    statistic: str = DEFAULT_STATISTIC
     warmup: int = 10
     repeats: int = 50
     unit: str = "us"
@@ -152,21 +167,29 @@ class LatencyTable:
 
 
 def measure_overhead(target: str, threads: int, input_shape: tuple[int, int, int],
-                     statistic: str, warmup: int, repeats: int) -> float:
+                     statistic: str, warmup: int, repeats: int, batch: int = 1,
+                     dtype: str = "float32") -> float:
+    """The runtime's per-call cost: the time of an identity module."""
     return measure_latency(nn.Identity(), input_shape, target=target, threads=threads,
-                           warmup=warmup, repeats=repeats, statistic=statistic)
+                           batch=batch, dtype=dtype, warmup=warmup, repeats=repeats,
+                           statistic=statistic)
 
 
 def build_table(space: str, items: Iterable[LutItem], *, target: str = "cpu", threads: int = 1,
-                statistic: str = "median", warmup: int = 10, repeats: int = 50,
-                table: LatencyTable | None = None, progress: bool = True) -> LatencyTable:
-    """Measure every item not yet in ``table`` (one measurement per distinct key)."""
-    fp = device_fingerprint(target, threads)
+                statistic: str = DEFAULT_STATISTIC, warmup: int = 10, repeats: int = 50,
+                table: LatencyTable | None = None, progress: bool = True, batch: int = 1,
+                dtype: str = "float32", rounds: int = 10, clock: str = "auto") -> LatencyTable:
+    """Measure every item not yet in ``table`` (one measurement per distinct key), all of them
+    and the per-call overhead (identity module) interleaved in ``rounds`` rounds."""
+    fp = device_fingerprint(target, threads, batch, dtype, clock)
     if table is None:
         table = LatencyTable(space, target, fp, statistic=statistic, warmup=warmup,
                              repeats=repeats)
     else:
         table.check_compatible(space, fp)
+        if table.statistic != statistic:
+            raise UserError(f"latency table holds {table.statistic!r} times, not {statistic!r}; "
+                            "use the same --statistic or build a new table (--out)")
     todo: dict[str, LutItem] = {}
     for it in items:
         k = str(it.key)
@@ -175,13 +198,19 @@ def build_table(space: str, items: Iterable[LutItem], *, target: str = "cpu", th
     if not todo:
         return table
     first = next(iter(todo.values()))
-    table.overhead_us = measure_overhead(target, threads, first.input_shape, statistic, warmup,
-                                         repeats)
-    bar = tqdm(todo.items(), desc=f"LUT {space}@{target}", disable=not progress, leave=False)
-    for k, it in bar:
-        table.entries[k] = measure_latency(it.build(), it.input_shape, target=target,
-                                           threads=threads, warmup=warmup, repeats=repeats,
-                                           statistic=statistic)
+    mods = [(nn.Identity(), first.input_shape), (probe_module(), PROBE_SHAPE)]
+    mods += [(it.build(), it.input_shape) for it in todo.values()]
+    times = measure_many(mods, target=target, threads=threads, batch=batch, dtype=dtype,
+                         warmup=warmup, repeats=repeats, rounds=rounds, statistic=statistic,
+                         clock=clock, progress=progress, desc=f"LUT {space}@{target}")
+    if table.entries and table.extra.get("probe_us"):  # new entries join an older table:
+        f = table.extra["probe_us"] / times[1]  # refer them to its device state
+        times = [times[0], times[1]] + [t * f for t in times[2:]]
+    else:
+        table.overhead_us = times[0]
+        table.extra["probe_us"] = times[1]
+    table.entries.update(zip(todo, times[2:]))
+    table.extra["rounds"] = rounds
     return table
 
 
@@ -189,24 +218,27 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NASFORGE_CACHE", Path.home() / ".cache" / "nasforge"))
 
 
-def cache_path(space: str, fingerprint: dict[str, Any]) -> Path:
+def cache_path(space: str, fingerprint: dict[str, Any],
+               statistic: str = DEFAULT_STATISTIC) -> Path:
     h = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "luts" / f"{space}-{fingerprint['target']}-{h}.json"
+    stat = f"-{statistic}"
+    return cache_dir() / "luts" / f"{space}-{fingerprint['target']}{stat}-{h}.json"
 
 
 def load_or_build(space: str, items: list[LutItem], *, target: str = "cpu", threads: int = 1,
-                  statistic: str = "median", path: str | Path | None = None,
-                  progress: bool = True) -> LatencyTable:
+                  statistic: str = DEFAULT_STATISTIC, path: str | Path | None = None,
+                  progress: bool = True, batch: int = 1, dtype: str = "float32",
+                  clock: str = "auto") -> LatencyTable:
     """The table for (space, this device): from ``path`` or the cache, measuring what's missing."""
-    fp = device_fingerprint(target, threads)
-    p = Path(path) if path else cache_path(space, fp)
+    fp = device_fingerprint(target, threads, batch, dtype, clock)
+    p = Path(path) if path else cache_path(space, fp, statistic)
     table = None
     if p.is_file():
         table = LatencyTable.load(p)
         table.check_compatible(space, fp)
     n_before = len(table.entries) if table else -1
     table = build_table(space, items, target=target, threads=threads, statistic=statistic,
-                        table=table, progress=progress)
+                        table=table, progress=progress, batch=batch, dtype=dtype, clock=clock)
     if len(table.entries) != n_before:
         table.save(p)
     return table

@@ -202,7 +202,11 @@ class FBNetSpace(SearchSpace):
 
     def lut_keys(self, arch: Arch, num_classes: int, in_channels: int) -> list:
         self.validate(arch)
-        return cost_tables(self, num_classes, in_channels)[0].arch_keys(list(arch.genes))
+        # cost_tables counts MACs of every candidate (seconds): keep it per (classes, channels)
+        cache = self.__dict__.setdefault("_lut_tables", {})
+        if (num_classes, in_channels) not in cache:
+            cache[num_classes, in_channels] = cost_tables(self, num_classes, in_channels)[0]
+        return cache[num_classes, in_channels].arch_keys(list(arch.genes))
 
 
 class _Head(nn.Module):
