@@ -102,7 +102,10 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     summary = {"trials_done": res.done, "trials_failed": res.failed,
                "best_reward": res.best.reward, "best_metrics": res.best.metrics,
                "best_block": space.describe(res.best.arch) if hasattr(space, "describe")
-               else None, "counts": store.counts()}
+               else None, "counts": store.counts(),
+               "trials": [{"id": t.id, "status": t.status, "reward": t.reward,
+                           "finished_at": t.finished_at, "genes": t.arch.genes}
+                          for t in store.trials()]}
     store.close()
     rd.write_json("search.json", summary)
     result = finish(s, rd, data, Finish(space=final_space, candidates=cands,
