@@ -2,9 +2,10 @@
 
 (LUT at every option combination, cached per device, when latency is involved) → masking
 supernet with the effective-shape cost in the loss → θ/w bilevel loop with τ decaying to
-near one-hot → argmax + K samples from P_θ, each shrunk greedily (cheapest loss of log P_θ per
-unit of cost saved) until it meets ``--flops``/``--params``/``--latency-ms`` → ranked from
-scratch → best trained, exported, measured (the shared finish stage).
+near one-hot → the argmax (+ ``--samples`` K draws from P_θ, default 0), each shrunk
+greedily (cheapest loss of log P_θ per unit of cost saved) until it meets
+``--flops``/``--params``/``--latency-ms`` → ranked from scratch when several → best trained,
+exported, measured (the shared finish stage).
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ def run(s: FBNetV2Settings, rd: RunDir) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
+    # FBNetV2 trains the argmax architecture (the paper); --samples K adds K draws from P_θ,
+    # ranked from scratch by the finish stage
+    p.set_defaults(samples=0)
     a = p.add_argument
     a("--space", default="auto", help=f"skeleton: auto | {' | '.join(SKELETONS.names())}")
     a("--cost", default="auto", choices=["auto", "flops", "params", "latency"],
