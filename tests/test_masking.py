@@ -248,6 +248,13 @@ def test_latency_mix_at_one_hot_is_the_lut_sum():
     c = net.expected_cost(s)
     c.backward()
     assert c > 0 and net.theta.grad.abs().sum() > 0
+    # a latency (and params) target is met by the same greedy shrink
+    big = sp.arch_from_indices([int(np.argmax(o)) for _, o in sp.decisions()])
+    cost = net.arch_cost(big)
+    target = SearchSettings(latency_ms=cost["latency_us"] / 1e3 * 0.7,
+                            params=cost["params"] * 0.8)
+    small = net.arch_cost(shrink_to_target(big, net, target))
+    assert small["latency_us"] / 1e3 <= target.latency_ms and small["params"] <= target.params
 
 
 def test_temperature_decays_to_near_one_hot_over_the_planned_epochs():
