@@ -9,6 +9,12 @@ import torch
 from nasforge.data.dataset import TensorSplit
 
 
+def default_batch_size(n: int, cap: int = 128, floor: int = 32) -> int:
+    """``n // 40`` clamped to ``[floor, cap]``: large sets get the method's batch, small ones
+    (digits: 1150 images) enough steps per epoch for a short schedule to learn something."""
+    return int(min(cap, max(floor, n // 40)))
+
+
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None,
                   shuffle: bool = True, drop_last: bool = False) -> list[torch.Tensor]:
     """The epoch's batches of indices (drawn with ``generator`` on the CPU: deterministic)."""

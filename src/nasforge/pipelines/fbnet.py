@@ -17,6 +17,7 @@ from nasforge.arch import Arch
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.lut import LatencyTable, load_or_build
 from nasforge.cost.tables import CostTables
+from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.pipelines.common import (
     Finish,
@@ -131,7 +132,8 @@ def run(s: FBNetSettings, rd: RunDir) -> dict:
         epochs=s.epochs or 90,
         warmup_epochs=(s.warmup_epochs if s.warmup_epochs is not None
                        else round(s.epochs / 9) if s.epochs else 10),  # paper: 10 of 90
-        batch_size=s.batch_size or 192, w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0,
+        batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
+        w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0,
         tau_decay=s.tau_decay, alternate=s.alternate, hard=s.single_path, budget_s=s.budget,
     )
     loss = CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta)

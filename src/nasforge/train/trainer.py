@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nasforge.data import Dataset, random_crop_flip
-from nasforge.data.batches import batch_indices
+from nasforge.data.batches import batch_indices, default_batch_size
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
@@ -30,7 +30,8 @@ OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 @dataclass
 class Recipe:
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int | None = None  # None: n_train // 40 clamped to [32, 128] (small sets get
+    # enough steps per epoch for short rankings to mean something)
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -52,6 +53,8 @@ class Recipe:
                             f"{list(OPTIMIZERS)}")
         if self.epochs < 1:
             raise UserError(f"recipe epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"recipe batch_size must be ≥ 1, got {self.batch_size}")
         if not 0.0 <= self.ema < 1.0:
             raise UserError(f"recipe ema must be in [0, 1), got {self.ema}")
 
@@ -131,12 +134,18 @@ class Trainer:
                     be.copy_(bm)
         return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
 
+    def batch_size(self) -> int:
+        if self.r.batch_size is not None:
+            return self.r.batch_size
+        return default_batch_size(len(self.data.train), cap=128)
+
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train to the planned epochs; ``stop_at`` ends this call early (as an interruption
         would) without changing the schedule."""
         r = self.r
         n = len(self.data.train)
-        steps_per_epoch = max(1, -(-n // r.batch_size))
+        bs = self.batch_size()
+        steps_per_epoch = max(1, -(-n // bs))
         bar = tqdm(total=self.planned_epochs, initial=self.epoch, desc=self.desc, unit="ep",
                    disable=not self.progress, dynamic_ncols=True)
         while self.epoch < self.planned_epochs:
@@ -144,7 +153,7 @@ class Trainer:
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
-            idxs = batch_indices(n, r.batch_size, self.gen, drop_last=n > r.batch_size)
+            idxs = batch_indices(n, bs, self.gen, drop_last=n > bs)
             for i, idx in enumerate(idxs):
                 step = self.epoch * steps_per_epoch + i
                 lr = cosine_lr(r.lr, step, self.planned_epochs * steps_per_epoch,
