@@ -150,3 +150,21 @@ def test_validate_on_tiny_space_returns_the_json_shape(tmp_path, capsys):
                  lut_path=tmp_path / "t.json", progress=False)
     assert not json.loads((tmp_path / "t.validate.json").read_text())["predictor"][
         "freshly_calibrated"]
+
+
+@pytest.mark.slow
+def test_cli_lut_build_and_validate_json(tmp_path, capsys):
+    from nasforge.cli import main
+
+    t = tmp_path / "fm.json"
+    assert main(["lut", "build", "--space", "fbnet-fmnist", "--out", str(t),
+                 "--no-progress"]) == 0
+    assert L.LatencyTable.load(t).fingerprint["clock"] == "thread"
+    capsys.readouterr()
+    assert main(["lut", "validate", "--space", "fbnet-fmnist", "--out", str(t), "--samples",
+                 "3", "--calibration", "4", "--json", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    rep = json.loads(last)
+    assert list(rep) == ["plain", "improved", "samples"] and rep["samples"] == 3
+    assert set(rep["improved"]) == {"mape", "within_10", "kendall_tau"}
+    assert main(["lut", "validate", "--space", "fbnet-fmnist", "--target", "tpu"]) == 2

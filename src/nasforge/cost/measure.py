@@ -104,6 +104,7 @@ def device_fingerprint(target: str, threads: int, batch: int = 1, dtype: str = "
     if target == "cuda":
         fp["gpu"] = torch.cuda.get_device_name()
         fp["cuda"] = torch.version.cuda
+        fp["cudnn"] = torch.backends.cudnn.version()
     return fp
 
 

@@ -214,13 +214,15 @@ def _plot(preds: dict[str, list[float]], measured: list[float], path: Path,
     import matplotlib.pyplot as plt
 
     m = np.asarray(measured) / 1000
+    allv = np.concatenate([m] + [np.asarray(v) / 1000 for v in preds.values()])
+    xs = np.array([allv.min() * 0.9, allv.max() * 1.05])
     fig, ax = plt.subplots(figsize=(5, 5))
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.88", label="±10 %", zorder=0)
+    ax.plot(xs, xs, "k-", lw=0.8, zorder=1)
     for (name, v), mk in zip(preds.items(), "o^sv"):
-        ax.scatter(m, np.asarray(v) / 1000, s=14, marker=mk, label=name)
-    lo, hi = float(m.min()) * 0.8, float(max(m.max(), *(max(v) for v in preds.values()))) / 1e3
-    xs = np.array([lo, hi * 1.05])
-    ax.plot(xs, xs, "k-", lw=0.8)
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.85", label="±10 %")
+        ax.scatter(m, np.asarray(v) / 1000, s=14, marker=mk, label=name, zorder=2)
+    ax.set_xlim(*xs)
+    ax.set_ylim(*xs)
     ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
