@@ -319,3 +319,23 @@ def test_search_end_to_end(tmp_path):
     assert [h["warmup"] for h in search["history"]] == [True, False]
     arch = Arch.from_dict(res["arch"])
     DenseSpace("dense-fmnist").validate(arch)
+
+
+def test_shrink_to_target_meets_a_flops_target_or_says_it_cannot(tiny):
+    from nasforge.pipelines.common import SearchSettings
+    from nasforge.pipelines.densenas import shrink_to_target
+
+    torch.manual_seed(0)
+    costs = tiny.costs(5, 1)
+    net = DenseSupernet(tiny, 5, 1, costs, cost="flops", init_std=1.0)
+    derived = net.derive()
+    cheapest = min(costs.arch_macs(tiny.arch(
+        [{"id": j, "align": "k3_e3", "layers": ["skip"] * TINY.layers[j]} for j in p[1:-1]]))
+        for p in tiny.dag.paths())
+    assert cheapest < costs.arch_macs(derived)
+    for target in (costs.arch_macs(derived) - 1, (cheapest + costs.arch_macs(derived)) // 2,
+                   cheapest):
+        got = shrink_to_target(derived, tiny, net, SearchSettings(flops=target), costs, None)
+        assert costs.arch_macs(got) <= target
+    with pytest.raises(UserError, match="cannot be met"):
+        shrink_to_target(derived, tiny, net, SearchSettings(flops=cheapest - 1), costs, None)

@@ -143,11 +143,12 @@ def shrink_to_target(arch: Arch, space: DenseSpace, net: DenseSupernet, s: Searc
         if len(paths) > max_paths:
             raise UserError(f"the derived architecture misses the target and the space has over "
                             f"{max_paths} paths to try; relax --latency-ms/--flops/--params")
-    rel = net.sample_relaxation()
+    with torch.no_grad():
+        rel = net.sample_relaxation()
     scored = sorted(paths, key=lambda p: -sum(
         math.log(float(rel.paths[i][space.dag.edge_index(i, j)])) for i, j in zip(p, p[1:])))
     for p in scored:
-        cand = net._arch_for_path(list(p), rel, lambda w: int(w.argmax()))
+        cand = net.arch_for_path(list(p), rel, lambda w: int(w.argmax()))
         cand = _shrink_ops(cand, space, net, s, costs, lat_ms)
         if _violation(cand, s, costs, lat_ms) == 0.0:
             return cand

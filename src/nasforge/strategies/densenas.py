@@ -296,8 +296,9 @@ class DenseSupernet(nn.Module):
                 "align": [a.float().cpu().tolist() for a in rel.align],
                 "layers": [None if m is None else m.float().cpu().tolist() for m in rel.layers]}
 
-    def _arch_for_path(self, path: list[int], rel: DenseRelaxation,
-                       pick) -> Arch:  # noqa: ANN001 - pick(weights row) -> index
+    def arch_for_path(self, path: list[int], rel: DenseRelaxation,
+                      pick) -> Arch:  # noqa: ANN001 - pick(weights row) -> index
+        """The architecture on ``path`` with the op ``pick(weights)`` chooses per slot."""
         blocks = []
         for i, j in zip(path, path[1:-1]):
             a = rel.align[j - 1][self.space.preds[j].index(i)]
@@ -311,7 +312,7 @@ class DenseSupernet(nn.Module):
         """Argmax op per slot (skip drops the layer); Viterbi path over the path probabilities."""
         rel = self.sample_relaxation()
         path, _ = viterbi_path(self.dag, rel.paths)
-        return self._arch_for_path(path, rel, lambda w: int(w.argmax()))
+        return self.arch_for_path(path, rel, lambda w: int(w.argmax()))
 
     @torch.no_grad()
     def path_log_prob(self, arch: Arch) -> float:
@@ -337,7 +338,7 @@ class DenseSupernet(nn.Module):
                 p = probs[path[-1]]
                 path.append(self.dag.successors[path[-1]][int(rng.choice(len(p),
                                                                          p=p / p.sum()))])
-            out.append(self._arch_for_path(path, rel, pick))
+            out.append(self.arch_for_path(path, rel, pick))
         return out
 
     def extract(self, arch: Arch) -> DenseModel:
