@@ -239,6 +239,7 @@ class DenseSpace(SearchSpace):
         self.preds = self.dag.predecessors()
         self.tail = self.dag.tail
         self.default_io = (self.spec.in_channels, self.spec.num_classes)
+        self._costs: dict[tuple[int, int], DenseCosts] = {}
 
     # -- genes <-> path -------------------------------------------------------------------------
     def path(self, arch: Arch) -> list[int]:
@@ -379,7 +380,11 @@ class DenseSpace(SearchSpace):
         return "\n".join(lines)
 
     def costs(self, num_classes: int, in_channels: int) -> DenseCosts:
-        return dense_costs(self, num_classes, in_channels)
+        """The cost tables for this I/O (computed once per (classes, channels))."""
+        key = (num_classes, in_channels)
+        if key not in self._costs:
+            self._costs[key] = dense_costs(self, num_classes, in_channels)
+        return self._costs[key]
 
     def lut_items(self, num_classes: int, in_channels: int) -> list:
         return self.costs(num_classes, in_channels).items()
