@@ -19,6 +19,7 @@ import torch
 from nasforge.arch import Arch
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.lut import load_or_build
+from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.pipelines.common import (
     Finish,
@@ -133,7 +134,8 @@ def run(s: FBNetV2Settings, rd: RunDir) -> dict:
         epochs=epochs,
         warmup_epochs=(s.warmup_epochs if s.warmup_epochs is not None
                        else max(1, round(epochs / 9)) if epochs > 1 else 0),
-        batch_size=s.batch_size or 192, w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0,
+        batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
+        w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0,
         alternate=s.alternate, hard=s.single_path, budget_s=s.budget,
     )
     loss = CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta)
