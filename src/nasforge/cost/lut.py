@@ -176,9 +176,9 @@ def measure_overhead(target: str, threads: int, input_shape: tuple[int, int, int
 
 
 def build_table(space: str, items: Iterable[LutItem], *, target: str = "cpu", threads: int = 1,
-                statistic: str = DEFAULT_STATISTIC, warmup: int = 10, repeats: int = 50,
+                statistic: str = DEFAULT_STATISTIC, warmup: int = 10, repeats: int = 100,
                 table: LatencyTable | None = None, progress: bool = True, batch: int = 1,
-                dtype: str = "float32", rounds: int = 10, clock: str = "auto") -> LatencyTable:
+                dtype: str = "float32", rounds: int = 20, clock: str = "auto") -> LatencyTable:
     """Measure every item not yet in ``table`` (one measurement per distinct key), all of them
     and the per-call overhead (identity module) interleaved in ``rounds`` rounds."""
     fp = device_fingerprint(target, threads, batch, dtype, clock)
