@@ -1,12 +1,14 @@
 """``nasforge lut validate``: how well the LUT predicts whole networks on this device.
 
 Draws random architectures of a space, builds and measures each end to end with the same
-runtime, statistic, batch and dtype as the table (all interleaved, see
-:func:`nasforge.cost.measure.measure_many`), and scores three predictions against the
-measurements: the ``plain`` sum of entries, the ``corrected`` sum (one runtime overhead) and the
-``improved`` predictor (:mod:`nasforge.cost.latency_predictor`, calibrated on other random
-architectures, never on the validation ones). Scores: mean absolute percentage error (``mape``,
-in percent), share of networks within ±10 % (``within_10``, a fraction) and Kendall's τ.
+runtime, clock, statistic, batch and dtype as the table (all interleaved with the drift probe,
+see :func:`nasforge.cost.measure.measure_many`), and scores the predictions against the
+measurements: the ``plain`` sum of entries, the ``corrected`` sum (one runtime overhead), the
+calibrated predictor (:mod:`nasforge.cost.latency_predictor`, fitted on other random
+architectures, never on the validation ones) as is (``improved_nodrift``) and times the device's
+drift since the table was measured (``improved``: probe time now / probe time in the table).
+Scores: mean absolute percentage error (``mape``, in percent), share of networks within ±10 %
+(``within_10``, a fraction) and Kendall's τ.
 """
 
 from __future__ import annotations
