@@ -1,12 +1,22 @@
 import concurrent.futures as cf
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
 from nasforge.api import _Objective, search
 from nasforge.errors import UserError
-from nasforge.run.executors import LocalExecutor, ProcessExecutor, WorkerLost, create_executor
+from nasforge.run.executors import (
+    LocalExecutor,
+    ProcessExecutor,
+    WorkerLost,
+    _alive,
+    create_executor,
+)
 from nasforge.testing.trials import KillOnce, Slow, always_fails, peak
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -40,6 +50,31 @@ def test_process_pool_survives_a_killed_worker(tmp_path):
             lost.result(timeout=60)
         again = ex.submit(_Objective(KillOnce(marker)), arch, 0)  # pool rebuilt on submit
         assert again.result(timeout=60)[0]["reward"] == 0.0
+
+
+ORPHANS = textwrap.dedent("""
+    import time
+    from nasforge.api import _Objective
+    from nasforge.run.executors import ProcessExecutor
+    from nasforge.testing.trials import Slow
+    ex = ProcessExecutor(2)
+    arch = {"space": "categorical", "genes": {"a": 1}}
+    futs = [ex.submit(_Objective(Slow(0.3)), arch, 0) for _ in range(2)]
+    print(" ".join(str(f.result()[0]["pid"]) for f in futs), flush=True)
+    time.sleep(120)
+""")
+
+
+def test_workers_exit_when_the_engine_is_killed():
+    p = subprocess.Popen([sys.executable, "-c", ORPHANS], stdout=subprocess.PIPE, text=True)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    assert pids and os.getpid() not in pids
+    p.kill()  # SIGKILL: no clean-up code runs in the engine process
+    p.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(q) for q in pids):
+        time.sleep(0.2)
+    assert not any(_alive(q) for q in pids)
 
 
 def test_engine_retries_trial_whose_process_died(tmp_path):

@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -93,7 +94,8 @@ class ProcessExecutor(Executor):
 
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=self._ctx,
+                                                initializer=_exit_with, initargs=(os.getpid(),))
         return self._pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
@@ -109,6 +111,33 @@ class ProcessExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed parent stays a zombie until reaped: that is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _exit_with(pid: int, period_s: float = 1.0) -> None:
+    """Worker initializer: exit when the engine process is gone (``kill -9`` of a search must
+    not leave workers behind; their pool's pipes never report the loss)."""
+    import threading
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="nasforge-parent-watch").start()
 
 
 class RayExecutor(Executor):
