@@ -81,3 +81,18 @@ def test_config_errors():
         SupernetConfig(epochs=5, warmup_epochs=5)
     with pytest.raises(UserError, match="alternate"):
         SupernetConfig(alternate="sometimes")
+
+
+@pytest.mark.parametrize("alternate, ratio", [("step", 2.0), ("epoch", (1 + 24 / 48) / 2)])
+def test_budget_plan_counts_search_epochs_dearer_than_warmup(tmp_path, alternate, ratio):
+    t = _trainer(tmp_path, epochs=90, alternate=alternate, budget_s=100.0)
+    t.state.planned_warmup = 10
+    t.cfg.warmup_epochs = 10
+    t._fit_plan_to_budget(4.0)  # a 4-s warm-up epoch
+    st = t.state
+    used = st.planned_warmup * 4.0 + (st.planned_epochs - st.planned_warmup) * 4.0 * ratio
+    assert used <= 100.0
+    # one more epoch would not have fitted
+    e = st.planned_epochs + 1
+    w = min(max(1, round(e / 9)), e - 1)
+    assert w * 4.0 + (e - w) * 4.0 * ratio > 100.0

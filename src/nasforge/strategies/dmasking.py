@@ -306,14 +306,6 @@ class DMaskingTrainer(SupernetTrainer):
 
     tau_end: float = 0.1
 
-    def _fit_plan_to_budget(self, epoch_seconds: float) -> None:
-        # the budget is planned from epoch 0; when that is a warm-up epoch (w steps only) and
-        # w/θ alternate by step, a search epoch costs about twice as much — plan with that, or
-        # the run is cut at the budget before τ has decayed
-        if self.cfg.warmup_epochs > 0 and self.cfg.alternate == "step":
-            epoch_seconds *= 2.0
-        super()._fit_plan_to_budget(epoch_seconds)
-
     def tau(self, epoch: int | None = None) -> float:
         e = self.state.epoch if epoch is None else epoch
         n = max(self.state.planned_epochs - 1, 1)

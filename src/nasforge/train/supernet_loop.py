@@ -258,12 +258,31 @@ class SupernetTrainer:
         return st
 
     def _fit_plan_to_budget(self, epoch_seconds: float) -> None:
-        """With a time budget, plan the cosine schedule and warm-up over the epochs that fit."""
+        """With a time budget, plan the cosine schedule and warm-up over the epochs that fit.
+
+        ``epoch_seconds`` is the first epoch's time. When that was a warm-up epoch (w steps
+        only), a search epoch costs more: with step alternation every w step is followed by a θ
+        step of the same batch size (≈ 2×); with epoch alternation, w epochs and θ epochs over
+        the val split alternate (≈ (1 + n_val/n_train) / 2 ×)."""
         st = self.state
-        fit = max(2, int(self.cfg.budget_s / max(epoch_seconds, 1e-6)))  # type: ignore[operator]
+        budget = float(self.cfg.budget_s)  # type: ignore[arg-type]
+        dt = max(epoch_seconds, 1e-6)
+        if st.planned_warmup > 0 and self.a_opt is not None:
+            if self.cfg.alternate == "step":
+                search_dt = 2.0 * dt
+            else:
+                search_dt = dt * (1.0 + len(self.data.val) / max(len(self.data.train), 1)) / 2
+        else:
+            search_dt = dt
+        frac = self.cfg.warmup_epochs / self.cfg.epochs
+        fit = st.planned_epochs
+        while fit > 2:
+            warm = min(max(1, round(fit * frac)), fit - 1) if frac > 0 else 0
+            if warm * dt + (fit - warm) * search_dt <= budget:
+                break
+            fit -= 1
         if fit < st.planned_epochs:
-            frac = self.cfg.warmup_epochs / self.cfg.epochs
-            st.planned_warmup = min(max(1, round(fit * frac)), fit - 1)
+            st.planned_warmup = (min(max(1, round(fit * frac)), fit - 1) if frac > 0 else 0)
             st.planned_epochs = fit
 
     # -- checkpoint -----------------------------------------------------------------------------
