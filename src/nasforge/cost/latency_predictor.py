@@ -2,8 +2,8 @@
 
 Why: a LUT entry is one block timed *alone*, i.e. one runtime call. Measured on this project's
 machine (``docs/cost_models.md``), a block costs less inside a network than alone by more than
-the identity-module overhead the ``corrected`` sum removes (TorchScript ≈ 23 µs per block,
-ONNX Runtime ≈ 5 µs per block), so both the plain and the corrected sum over-predict, in
+the identity-module overhead the ``corrected`` sum removes (fitted: TorchScript 20–55 µs per
+block, ONNX Runtime 5–10 µs per block), so both the plain and the corrected sum over-predict, in
 proportion to the number of blocks. The predictor keeps the sum's structure and fits a few
 corrections on measured random networks (the calibration set)::
 
