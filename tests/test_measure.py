@@ -90,7 +90,7 @@ def test_measure_many_orders_work(target):
 def test_measure_latency_batch_scales():
     one = M.measure_latency(_big(), (32, 16, 16), batch=1, repeats=5, warmup=2)
     four = M.measure_latency(_big(), (32, 16, 16), batch=4, repeats=5, warmup=2)
-    assert four > 2 * one
+    assert four > 1.3 * one  # 4× the work; batching makes it cheaper than 4×, never free
 
 
 def test_measure_leaves_rng_and_threads_alone():
