@@ -124,6 +124,28 @@ def settings_from_args(cls: type[SearchSettings], method: str,
     return s, RunDir.create(s.out, s.to_dict())
 
 
+SIZE_SUFFIX = {28: "fmnist", 32: "cifar", 224: "imagenet"}
+
+
+def space_name_for(name: str, input_shape: tuple[int, ...], family: str,
+                   known: list[str], expected_size: dict[str, int]) -> str:
+    """Resolve ``auto`` to ``<family>-fmnist|cifar|imagenet`` by the input size, and check that
+    the space's input size is the data's (every shipped family has those three variants)."""
+    h, w = input_shape[1], input_shape[2]
+    if name == "auto":
+        suffix = SIZE_SUFFIX.get(h) if h == w else None
+        name = f"{family}-{suffix}" if suffix else ""
+        if name not in known:
+            raise UserError(f"no {family} space for {h}×{w} inputs; pass --space "
+                            f"({', '.join(known)})")
+    if name not in known:
+        raise UserError(f"unknown {family} space {name!r}; choose from {', '.join(known)}")
+    if expected_size[name] != h or h != w:
+        raise UserError(f"space {name!r} expects {expected_size[name]}² inputs, the data set "
+                        f"has {h}×{w}")
+    return name
+
+
 def setup(s: SearchSettings) -> tuple[torch.device, Dataset]:
     seed_everything(s.seed)
     dev = resolve_device(s.device)

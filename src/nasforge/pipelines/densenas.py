@@ -29,6 +29,7 @@ from nasforge.pipelines.common import (
     rng_for,
     settings_from_args,
     setup,
+    space_name_for,
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, SPECS, DenseCosts, DenseSpace
@@ -55,17 +56,8 @@ class DenseNASSettings(SearchSettings):
 
 
 def space_for(name: str, input_shape: tuple[int, int, int]) -> DenseSpace:
-    if name == "auto":
-        size = input_shape[1]
-        name = {28: "dense-fmnist", 32: "dense-cifar", 224: "dense-imagenet"}.get(size, "")
-        if not name:
-            raise UserError(f"no DenseNAS space for {size}×{size} inputs; pass --space "
-                            f"({', '.join(SPECS.names())})")
-    space = DenseSpace(name)
-    if space.spec.input_size != input_shape[1]:
-        raise UserError(f"space {name!r} expects {space.spec.input_size}² inputs, the data set "
-                        f"has {input_shape[1]}²")
-    return space
+    sizes = {n: SPECS.get(n).input_size for n in SPECS.names()}
+    return DenseSpace(space_name_for(name, input_shape, "dense", SPECS.names(), sizes))
 
 
 Metric = Callable[[Arch], float]

@@ -27,6 +27,7 @@ from nasforge.pipelines.common import (
     rng_for,
     settings_from_args,
     setup,
+    space_name_for,
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace, cost_tables
@@ -51,17 +52,8 @@ class FBNetSettings(SearchSettings):
 
 
 def space_for(name: str, input_shape: tuple[int, int, int]) -> FBNetSpace:
-    if name == "auto":
-        size = input_shape[1]
-        name = {28: "fbnet-fmnist", 32: "fbnet-cifar", 224: "fbnet-imagenet"}.get(size, "")
-        if not name:
-            raise UserError(f"no FBNet skeleton for {size}×{size} inputs; pass --space "
-                            f"({', '.join(SKELETONS.names())})")
-    space = FBNetSpace(name)
-    if space.skeleton.input_size != input_shape[1]:
-        raise UserError(f"space {name!r} expects {space.skeleton.input_size}² inputs, the data "
-                        f"set has {input_shape[1]}²")
-    return space
+    sizes = {n: SKELETONS.get(n).input_size for n in SKELETONS.names()}
+    return FBNetSpace(space_name_for(name, input_shape, "fbnet", SKELETONS.names(), sizes))
 
 
 def shrink_to_target(arch: Arch, space: FBNetSpace, tables: CostTables, theta: torch.Tensor,

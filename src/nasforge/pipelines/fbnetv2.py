@@ -29,6 +29,7 @@ from nasforge.pipelines.common import (
     rng_for,
     settings_from_args,
     setup,
+    space_name_for,
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.masking import SKELETONS, MaskingSpace
@@ -60,17 +61,8 @@ class FBNetV2Settings(SearchSettings):
 
 
 def space_for(name: str, input_shape: tuple[int, int, int]) -> MaskingSpace:
-    if name == "auto":
-        size = input_shape[1]
-        name = {28: "fbnetv2-fmnist", 32: "fbnetv2-cifar", 224: "fbnetv2-imagenet"}.get(size, "")
-        if not name:
-            raise UserError(f"no FBNetV2 skeleton for {size}×{size} inputs; pass --space "
-                            f"({', '.join(SKELETONS.names())})")
-    space = MaskingSpace(name)
-    if space.skeleton.input_size != input_shape[1] or input_shape[1] != input_shape[2]:
-        raise UserError(f"space {name!r} expects {space.skeleton.input_size}² inputs, the data "
-                        f"set has {input_shape[1]}×{input_shape[2]}")
-    return space
+    sizes = {n: SKELETONS.get(n).input_size for n in SKELETONS.names()}
+    return MaskingSpace(space_name_for(name, input_shape, "fbnetv2", SKELETONS.names(), sizes))
 
 
 def violation(cost: dict[str, float], s: SearchSettings) -> float:
