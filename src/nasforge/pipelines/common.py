@@ -48,7 +48,7 @@ class SearchSettings:
     params: float | None = None
     samples: int = 6  # K architectures drawn from P_θ besides the argmax
     candidate_epochs: int = 2
-    train_epochs: int = 20
+    train_epochs: int = 15
     train_budget: float | None = None
     lut: str | None = None
     progress: bool = True
@@ -97,7 +97,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     a("--params", type=float, default=None, help="parameter-count target")
     a("--samples", type=int, default=6, help="architectures sampled from P_θ besides argmax")
     a("--candidate-epochs", type=int, default=2, help="epochs to rank each candidate")
-    a("--train-epochs", type=int, default=20, help="epochs to train the best from scratch")
+    a("--train-epochs", type=int, default=15, help="epochs to train the best from scratch")
     a("--train-budget", type=float, default=None, help="seconds for the final training")
     a("--lut", default=None, help="latency table JSON to use / create")
     a("--out", default=None, help="run directory (default: runs/<method>-<time>)")
