@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from nasforge.cost.lut import LatencyTable, LutKey
+from nasforge.jsonio import write_json_atomic
 
 PREDICTOR_SCHEMA = 1
 #: the candidate forms, simplest first: (name, per-op groups?, fit scale?, fit offset?)
@@ -125,11 +125,7 @@ class LatencyPredictor:
                    fingerprint=d.get("fingerprint", {}), calibration=d.get("calibration", {}))
 
     def save(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, p)
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:

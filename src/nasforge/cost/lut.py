@@ -43,6 +43,7 @@ from nasforge.cost.measure import (
     probe_module,
 )
 from nasforge.errors import UserError
+from nasforge.jsonio import write_json_atomic
 
 SCHEMA = 1
 
@@ -141,11 +142,7 @@ class LatencyTable:
                 "entries": dict(sorted(self.entries.items()))}
 
     def save(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, p)
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

@@ -8,11 +8,11 @@ Layout: ``config.json`` (the resolved settings), checkpoints (``*.ckpt``), ``res
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from nasforge.errors import UserError
+from nasforge.jsonio import write_json_atomic
 
 
 class RunDir:
@@ -43,9 +43,7 @@ class RunDir:
         return rd, rd.read_json("config.json")
 
     def write_json(self, name: str, data: Any) -> None:
-        tmp = self.file(name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, self.file(name))
+        write_json_atomic(self.file(name), data, indent=2)
 
     def read_json(self, name: str, default: Any = None) -> Any:
         f = self.file(name)
