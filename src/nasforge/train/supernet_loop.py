@@ -105,6 +105,7 @@ class SupernetTrainer:
         self.log_arch = log_arch
         self.uses_cost = getattr(loss_fn, "form", "x") != "none"
         w_params = list(self.net.weight_parameters())
+        self._w_params = w_params  # cached: the hot loop clips them every step
         a_params = list(self.net.arch_parameters())
         fk = fused_kwargs(self.device)
         self.w_opt = torch.optim.SGD(w_params, lr=config.w_lr, momentum=config.w_momentum,
@@ -142,7 +143,7 @@ class SupernetTrainer:
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
-            nn.utils.clip_grad_norm_(list(self.net.weight_parameters()), self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self._w_params, self.cfg.grad_clip)
         self.w_opt.step()
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
 
