@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nasforge.spaces.masking import BranchedConvBNAct, MaskedConvBNAct
-from nasforge.strategies.gumbel import gumbel_softmax
+from nasforge.supernets.gumbel import gumbel_softmax
 from nasforge.testing.memory import peak_tensor_bytes
 
 

@@ -23,9 +23,9 @@ from nasforge.spaces.dense import (
     make_tail_align,
 )
 from nasforge.spaces.registry import get_space
-from nasforge.strategies.densenas import DenseSupernet, DenseTrainer
+from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 from nasforge.testing import tiny_dataset
-from nasforge.train.supernet_loop import SupernetConfig
+from nasforge.strategies.bilevel import SupernetConfig
 
 # a small space that still has both resolutions, stride-2 alignment and a stage rule
 TINY = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16), sizes=(8, 8, 8, 4, 4),
@@ -322,8 +322,8 @@ def test_search_end_to_end(tmp_path):
 
 
 def test_shrink_to_target_meets_a_flops_target_or_says_it_cannot(tiny):
-    from nasforge.pipelines.common import SearchSettings
-    from nasforge.pipelines.densenas import shrink_to_target
+    from nasforge.methods.common import SearchSettings
+    from nasforge.methods.densenas import shrink_to_target
 
     torch.manual_seed(0)
     costs = tiny.costs(5, 1)

@@ -7,7 +7,7 @@ from nasforge.blocks import ConvBNAct
 from nasforge.cost.effective import EffectiveCounts, conv_out, mix, mix2
 from nasforge.cost.flops import count_module
 from nasforge.spaces.masking import MaskingSpace
-from nasforge.strategies.dmasking import DMaskingSupernet
+from nasforge.supernets.dmasking import DMaskingSupernet
 
 
 def test_mix_is_the_weighted_option_value_and_differentiable():

@@ -4,7 +4,7 @@ import torch
 
 from nasforge.cost.flops import count_module, flop_counter_macs
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace, cost_tables
-from nasforge.strategies.dnas import FBNetSupernet
+from nasforge.supernets.fbnet import FBNetSupernet
 
 
 def test_paper_skeleton_has_22_layers_and_cardinality():

@@ -5,7 +5,7 @@ import torch
 
 from nasforge.cost.loss import CostLoss
 from nasforge.errors import UserError
-from nasforge.strategies.gumbel import gumbel_softmax, temperature
+from nasforge.supernets.gumbel import gumbel_softmax, temperature
 
 
 def test_gumbel_weights_sum_to_one_and_sharpen_as_tau_falls():

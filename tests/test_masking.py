@@ -10,8 +10,8 @@ from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
 from nasforge.cost.flops import conv_macs, count_module
 from nasforge.cost.lut import LatencyTable
 from nasforge.errors import UserError
-from nasforge.pipelines.common import SearchSettings
-from nasforge.pipelines.fbnetv2 import shrink_to_target
+from nasforge.methods.common import SearchSettings
+from nasforge.methods.fbnetv2 import shrink_to_target
 from nasforge.spaces.masking import (
     BranchedConvBNAct,
     MaskedConvBNAct,
@@ -20,10 +20,10 @@ from nasforge.spaces.masking import (
     StageOptions,
 )
 from nasforge.spaces.registry import get_space
-from nasforge.strategies.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
+from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
 from nasforge.testing import tiny_dataset
 from nasforge.testing.memory import peak_tensor_bytes
-from nasforge.train.supernet_loop import SupernetConfig
+from nasforge.strategies.bilevel import SupernetConfig
 
 
 def _randomize_bn(net: nn.Module) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nasforge.cost.chained import BlockDAG
-from nasforge.strategies.viterbi import best_path_brute_force, viterbi_path
+from nasforge.supernets.viterbi import best_path_brute_force, viterbi_path
 
 
 def random_dag(rng: np.random.Generator, n: int, max_out: int) -> BlockDAG:

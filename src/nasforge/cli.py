@@ -13,13 +13,13 @@ from nasforge.errors import UserError
 
 #: search method -> pipeline module (each has add_arguments(parser) and main(args))
 METHODS: dict[str, str] = {
-    "fbnet": "nasforge.pipelines.fbnet",
-    "densenas": "nasforge.pipelines.densenas",
-    "blockqnn": "nasforge.pipelines.sample",
-    "evolution": "nasforge.pipelines.sample",
-    "reinforce": "nasforge.pipelines.sample",
-    "random": "nasforge.pipelines.sample",
-    "fbnetv2": "nasforge.pipelines.fbnetv2",
+    "fbnet": "nasforge.methods.fbnet",
+    "densenas": "nasforge.methods.densenas",
+    "blockqnn": "nasforge.methods.sampled",
+    "evolution": "nasforge.methods.sampled",
+    "reinforce": "nasforge.methods.sampled",
+    "random": "nasforge.methods.sampled",
+    "fbnetv2": "nasforge.methods.fbnetv2",
 }
 
 
@@ -28,7 +28,7 @@ def _method_module(name: str):  # noqa: ANN202
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from nasforge.pipelines.common import add_common_arguments  # noqa: F401 (doc reference)
+    from nasforge.methods.common import add_common_arguments  # noqa: F401 (doc reference)
 
     p = sub.add_parser("train", help="train an architecture (or a named model) from scratch")
     p.add_argument("arch", nargs="?", help="ARCH.json (or a run directory holding arch.json)")

@@ -1,1 +1,1 @@
-"""Search strategies: differentiable supernets and sample-based ask/tell strategies."""
+"""Search algorithms only: sample-based ask/tell strategies and the bilevel optimiser."""

@@ -1,1 +1,1 @@
-"""Training: the supernet bilevel loop and the from-scratch trainer."""
+"""Training from scratch: the trainer, recipes, schedules, mixed precision."""

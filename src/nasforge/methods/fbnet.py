@@ -19,7 +19,7 @@ from nasforge.cost.lut import LatencyTable, load_or_build
 from nasforge.cost.tables import CostTables
 from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
-from nasforge.pipelines.common import (
+from nasforge.methods.common import (
     Finish,
     SearchSettings,
     add_common_arguments,
@@ -31,8 +31,8 @@ from nasforge.pipelines.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace, cost_tables
-from nasforge.strategies.dnas import FBNetSupernet
-from nasforge.train.supernet_loop import SupernetConfig, SupernetTrainer
+from nasforge.supernets.fbnet import FBNetSupernet
+from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from nasforge.errors import UserError
 from nasforge.evaluators import DataSpec, EarlyStopEvaluator
-from nasforge.pipelines.common import (
+from nasforge.methods.common import (
     Finish,
     SearchSettings,
     add_common_arguments,

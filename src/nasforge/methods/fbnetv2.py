@@ -21,7 +21,7 @@ from nasforge.cost.loss import CostLoss
 from nasforge.cost.lut import load_or_build
 from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
-from nasforge.pipelines.common import (
+from nasforge.methods.common import (
     Finish,
     SearchSettings,
     add_common_arguments,
@@ -33,8 +33,8 @@ from nasforge.pipelines.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.masking import SKELETONS, MaskingSpace
-from nasforge.strategies.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
-from nasforge.train.supernet_loop import SupernetConfig
+from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
+from nasforge.strategies.bilevel import SupernetConfig
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 from nasforge.arch import Arch
 from nasforge.blocks import ConvBNAct
 from nasforge.spaces.fbnet import FBNetModel, FBNetSpace, make_block
-from nasforge.strategies.gumbel import gumbel_softmax
+from nasforge.supernets.gumbel import gumbel_softmax
 
 
 class MixedOp(nn.Module):

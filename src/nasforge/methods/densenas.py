@@ -21,7 +21,7 @@ from nasforge.arch import Arch
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.lut import LatencyTable, load_or_build
 from nasforge.errors import UserError
-from nasforge.pipelines.common import (
+from nasforge.methods.common import (
     Finish,
     SearchSettings,
     add_common_arguments,
@@ -33,8 +33,8 @@ from nasforge.pipelines.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, SPECS, DenseCosts, DenseSpace
-from nasforge.strategies.densenas import DenseSupernet, DenseTrainer
-from nasforge.train.supernet_loop import SupernetConfig
+from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
+from nasforge.strategies.bilevel import SupernetConfig
 
 
 @dataclass
