@@ -20,8 +20,8 @@ import torch
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset, TensorSplit
 from nasforge.spaces.dense import DenseSpace
-from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 
 REFERENCE = "official DenseNAS, H100, batch 88, MobileNetV2 space: 572 ms/step, 36 GB"
 

@@ -20,8 +20,8 @@ import torch
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset, TensorSplit
 from nasforge.spaces.fbnet import FBNetSpace, cost_tables
-from nasforge.supernets.fbnet import FBNetSupernet
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.fbnet import FBNetSupernet
 
 REF_MS, REF_GB = 1698.0, 67.8
 

@@ -5,9 +5,9 @@ import torch
 from nasforge.cost.loss import CostLoss
 from nasforge.errors import UserError
 from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
+from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
 from nasforge.supernets.fbnet import FBNetSupernet
 from nasforge.testing import tiny_dataset
-from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
 
 TINY = Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1)
 

@@ -23,9 +23,9 @@ from nasforge.spaces.dense import (
     make_tail_align,
 )
 from nasforge.spaces.registry import get_space
+from nasforge.strategies.bilevel import SupernetConfig
 from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 from nasforge.testing import tiny_dataset
-from nasforge.strategies.bilevel import SupernetConfig
 
 # a small space that still has both resolutions, stride-2 alignment and a stage rule
 TINY = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16), sizes=(8, 8, 8, 4, 4),

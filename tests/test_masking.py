@@ -20,10 +20,10 @@ from nasforge.spaces.masking import (
     StageOptions,
 )
 from nasforge.spaces.registry import get_space
+from nasforge.strategies.bilevel import SupernetConfig
 from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
 from nasforge.testing import tiny_dataset
 from nasforge.testing.memory import peak_tensor_bytes
-from nasforge.strategies.bilevel import SupernetConfig
 
 
 def _randomize_bn(net: nn.Module) -> None:

@@ -33,8 +33,8 @@ from nasforge.methods.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, SPECS, DenseCosts, DenseSpace
-from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
 
 
 @dataclass

@@ -31,8 +31,8 @@ from nasforge.methods.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace, cost_tables
-from nasforge.supernets.fbnet import FBNetSupernet
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.fbnet import FBNetSupernet
 
 
 @dataclass

@@ -33,8 +33,8 @@ from nasforge.methods.common import (
 )
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.masking import SKELETONS, MaskingSpace
-from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
 from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
 
 
 @dataclass

@@ -45,9 +45,9 @@ from nasforge.spaces.dense import (
     make_stem,
     make_tail_align,
 )
+from nasforge.strategies.bilevel import SupernetTrainer
 from nasforge.supernets.fbnet import MixedOp
 from nasforge.supernets.viterbi import viterbi_path
-from nasforge.strategies.bilevel import SupernetTrainer
 
 
 @dataclass

@@ -33,8 +33,8 @@ from nasforge.cost.lut import LatencyTable
 from nasforge.errors import UserError
 from nasforge.models.fbnetv2 import FBNetV2Model
 from nasforge.spaces.masking import MaskingSpace, channel_masks, masked_ir
-from nasforge.supernets.gumbel import gumbel_softmax
 from nasforge.strategies.bilevel import SupernetTrainer
+from nasforge.supernets.gumbel import gumbel_softmax
 
 COSTS = ("flops", "params", "latency")
 Sample = tuple[torch.Tensor, int | None]
