@@ -1,6 +1,10 @@
+import copy
+import json
+import pickle
+
 import pytest
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, thaw
 from nasforge.errors import UserError
 from nasforge.spaces.fbnet import FBNetSpace
 
@@ -39,3 +43,67 @@ def test_bad_json_documents():
         FBNetSpace("fbnet-fmnist").validate(Arch("fbnet-cifar", ["skip"] * 9))
     with pytest.raises(UserError, match="not JSON data"):
         Arch("s", [object()])
+
+
+def _nested() -> Arch:
+    return Arch("s", {"blocks": [{"id": 1, "layers": ["a", "b"]}], "res": 28, "w": [8, 16]})
+
+
+def test_genes_are_frozen_all_the_way_down():
+    a = _nested()
+    key, h = a.key(), hash(a)
+    g = a.genes
+    assert isinstance(g, dict) and isinstance(g["blocks"], tuple)
+    assert isinstance(g["blocks"][0], dict) and isinstance(g["blocks"][0]["layers"], tuple)
+    with pytest.raises(TypeError):
+        g["res"] = 32
+    with pytest.raises(TypeError):
+        g["blocks"][0]["id"] = 2  # a nested dict
+    with pytest.raises(TypeError):
+        g["blocks"][0]["layers"][0] = "c"  # a nested list (now a tuple)
+    with pytest.raises(AttributeError):
+        g["w"].append(32)
+    for mutate in (lambda: g.update(res=1), lambda: g.pop("res"), lambda: g.setdefault("z", 1),
+                   lambda: g.clear(), lambda: g.popitem(), lambda: g.__delitem__("res")):
+        with pytest.raises(TypeError):
+            mutate()
+    with pytest.raises(AttributeError):
+        a.genes = ["other"]  # the record itself is frozen
+    with pytest.raises(AttributeError):
+        g.extra = 1  # no attribute can be hung on the genes either
+    assert a.key() == key and hash(a) == h and a == _nested()
+
+
+def test_caller_data_is_copied_not_shared():
+    genes = {"blocks": [{"id": 1, "layers": ["a"]}]}
+    a = Arch("s", genes)
+    genes["blocks"][0]["layers"].append("b")
+    assert a.to_dict()["genes"] == {"blocks": [{"id": 1, "layers": ["a"]}]}
+    out = a.to_dict()
+    out["genes"]["blocks"][0]["layers"].append("z")  # plain data out: changing it is harmless
+    assert thaw(a.genes) == {"blocks": [{"id": 1, "layers": ["a"]}]}
+
+
+def test_plain_json_out_and_round_trip(tmp_path):
+    a = _nested()
+    d = a.to_dict()
+    assert type(d["genes"]) is dict and type(d["genes"]["blocks"]) is list
+    assert type(d["genes"]["blocks"][0]["layers"]) is list
+    assert json.loads(a.to_json()) == d
+    assert Arch.from_json(a.to_json()) == a and Arch.from_dict(d).hash() == a.hash()
+    a.save(tmp_path / "arch.json")
+    assert Arch.load(tmp_path / "arch.json") == a
+    # the same choices given as lists or tuples are the same architecture
+    assert Arch("s", ("x", ("y", 1))) == Arch("s", ["x", ["y", 1]])
+
+
+def test_usable_as_dict_key_pickled_and_copied():
+    a = _nested()
+    table = {a: 1.0}
+    assert table[Arch.from_json(a.to_json())] == 1.0
+    assert len({a, _nested(), Arch("s", ["other"])}) == 2
+    for b in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), copy.copy(a)):
+        assert b == a and hash(b) == hash(a)
+        with pytest.raises(TypeError):
+            b.genes["res"] = 1
+    assert hash(a.genes) == hash(_nested().genes)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, thaw
 from nasforge.errors import UserError
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import create_executor
@@ -49,7 +49,7 @@ class _Objective:
     fn: Callable[[dict[str, Any]], Any]
 
     def __call__(self, arch_dict: dict[str, Any], seed: int) -> dict[str, Any]:
-        out = self.fn(dict(Arch.from_dict(arch_dict).genes))
+        out = self.fn(thaw(Arch.from_dict(arch_dict).genes))
         if isinstance(out, dict):
             if not isinstance(out.get("reward"), (int, float)):
                 raise UserError(f"an objective returning a dict must include a numeric 'reward'"
@@ -100,9 +100,9 @@ def search(choices: dict[str, list], objective: Callable[[dict[str, Any]], Any],
                          EngineConfig(max_trials=max_trials, budget_s=budget_s,
                                       max_retries=max_retries, reuse=reuse, seed=seed,
                                       progress=progress, desc=f"{strategy} trials")).run()
-        trials = [(dict(t.arch.genes), t.reward, t.status) for t in store.trials()]
+        trials = [(thaw(t.arch.genes), t.reward, t.status) for t in store.trials()]
     finally:
         store.close()
     best = res.best
-    return SearchResult(dict(best.arch.genes) if best else None, best.reward if best else None,
+    return SearchResult(thaw(best.arch.genes) if best else None, best.reward if best else None,
                         trials, res.done, res.failed, res.elapsed_s, folder / "trials.sqlite")

@@ -218,7 +218,7 @@ def finish(s: SearchSettings, rd: RunDir, data: Dataset, f: Finish) -> dict[str,
             ranked.append({**rows[i], "val_acc": res.val_acc, "seconds": res.seconds})
             rd.write_json("candidates.json", ranked)
         best_genes = max(ranked, key=lambda r: r["val_acc"])["arch"]
-        best = next(a for a in cands if a.genes == best_genes)
+        best = next(a for a in cands if a == Arch(a.space, best_genes))
     else:
         best = cands[ok[0]]
     # -- final training from scratch ------------------------------------------------------------

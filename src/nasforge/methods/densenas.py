@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, thaw
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.lut import LatencyTable, load_or_build
 from nasforge.errors import UserError
@@ -175,7 +175,7 @@ def run(s: DenseNASSettings, rd: RunDir) -> dict:
     loss = CostLoss(form="additive", lam=s.lam, base=s.log_base)
 
     def log_arch(n: DenseSupernet) -> dict:
-        return {"p_paths": n.probabilities()["paths"], "argmax": n.derive().genes}
+        return {"p_paths": n.probabilities()["paths"], "argmax": thaw(n.derive().genes)}
 
     loop = DenseTrainer(net, data, cfg, loss, seed=s.seed, checkpoint=rd.file("supernet.ckpt"),
                         progress=s.progress, log_arch=log_arch, weight_ops=s.weight_ops,

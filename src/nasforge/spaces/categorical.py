@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, freeze
 from nasforge.errors import UserError
 from nasforge.spaces.base import SearchSpace
 
@@ -35,7 +35,9 @@ class CategoricalSpace(SearchSpace):
                                 " dicts)") from None
             if len(set(keys)) != len(keys):
                 raise UserError(f"decision {k!r} lists a choice twice")
-        self.choices = {k: [json.loads(json.dumps(x)) for x in v] for k, v in choices.items()}
+        # frozen like Arch genes, so a list-valued choice compares equal to its gene
+        self.choices = {k: [freeze(json.loads(json.dumps(x))) for x in v]
+                        for k, v in choices.items()}
         self.names = list(self.choices)
         self.name = name
 

@@ -310,7 +310,8 @@ class DenseSpace(SearchSpace):
         if arch.space != self.name:
             raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r}")
         g = arch.genes
-        if not isinstance(g, dict) or set(g) != {"blocks"} or not isinstance(g["blocks"], list):
+        if (not isinstance(g, dict) or set(g) != {"blocks"}
+                or not isinstance(g["blocks"], (list, tuple))):
             raise UserError("arch field 'genes' must be {\"blocks\": [{\"id\", \"align\", "
                             "\"layers\"}, ...]}")
         prev = 0
@@ -328,7 +329,8 @@ class DenseSpace(SearchSpace):
             if b["align"] not in ALIGN_OPS:
                 raise UserError(f"arch field {where}.align: unknown op {b['align']!r}; choose "
                                 f"from {list(ALIGN_OPS)}")
-            if not isinstance(b["layers"], list) or len(b["layers"]) != self.spec.layers[j]:
+            if (not isinstance(b["layers"], (list, tuple))
+                    or len(b["layers"]) != self.spec.layers[j]):
                 raise UserError(f"arch field {where}.layers must list {self.spec.layers[j]} "
                                 f"op(s) for block {j}")
             for li, o in enumerate(b["layers"]):

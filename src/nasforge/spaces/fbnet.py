@@ -175,7 +175,7 @@ class FBNetSpace(SearchSpace):
         if arch.space != self.name:
             raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r}")
         g = arch.genes
-        if not isinstance(g, list):
+        if not isinstance(g, (list, tuple)):
             raise UserError(f"arch field 'genes' must be a list of block names, got "
                             f"{type(g).__name__}")
         if len(g) != self.num_layers:

@@ -302,7 +302,7 @@ class MaskingSpace(SearchSpace):
             raise UserError(f"arch field 'genes' must be an object with keys {sorted(keys)}")
         ns, nb = len(self.skeleton.stages), len(self.blocks)
         for k, n in (("widths", ns), ("expansions", nb)):
-            if not isinstance(g[k], list) or len(g[k]) != n:
+            if not isinstance(g[k], (list, tuple)) or len(g[k]) != n:
                 raise UserError(f"arch field genes.{k} must be a list of {n} values")
         vals = [("resolution", g["resolution"]), ("stem", g["stem"])]
         vals += [(f"widths[{i}]", v) for i, v in enumerate(g["widths"])]
