@@ -55,7 +55,7 @@ def test_kill_and_resume_ends_with_the_same_architecture(tmp_path):
     assert a["arch"] == b["arch"]
     sa = json.loads((ref / "search.json").read_text())
     sb = json.loads((run / "search.json").read_text())
-    assert sa["theta"] == sb["theta"]
+    assert sa["arch_parameters"] == sb["arch_parameters"]
     assert a["test_acc"] == b["test_acc"]
 
 

@@ -13,18 +13,11 @@ from nasforge.cost.chained import BlockDAG, expected_cost_brute_force
 from nasforge.cost.flops import count_module
 from nasforge.cost.lut import LatencyTable
 from nasforge.errors import UserError
-from nasforge.spaces.dense import (
-    ALIGN_OPS,
-    LAYER_OPS,
-    SPECS,
-    DenseSpace,
-    DenseSpec,
-    make_op,
-    make_tail_align,
-)
+from nasforge.models.densenas import make_op, make_tail_align
+from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, SPECS, DenseSpace, DenseSpec
 from nasforge.spaces.registry import get_space
-from nasforge.strategies.bilevel import SupernetConfig
-from nasforge.supernets.densenas import DenseSupernet, DenseTrainer
+from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.densenas import DenseSupernet
 from nasforge.testing import tiny_dataset
 
 # a small space that still has both resolutions, stride-2 alignment and a stage rule
@@ -143,7 +136,7 @@ def test_derived_network_equals_supernet_at_one_hot(tiny, seed):
     _randomize_bn(net, seed)
     arch = tiny.sample(np.random.default_rng(seed))
     model = net.extract(arch)
-    rel = net.one_hot_relaxation(arch)
+    rel = net.one_hot(arch)
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
     for train in (False, True):  # running statistics and batch statistics
         net.train(train)
@@ -170,7 +163,7 @@ def test_latency_cost_at_one_hot_is_the_lut_prediction(tiny):
     rng = np.random.default_rng(3)
     for _ in range(5):
         a = tiny.sample(rng)
-        got = net.expected_cost(net.one_hot_relaxation(a)).item()
+        got = net.expected_cost(net.one_hot(a)).item()
         assert got == pytest.approx(costs.arch_latency_us(lut, a), rel=1e-5)
 
 
@@ -235,7 +228,7 @@ def test_derive_takes_argmax_ops_and_the_viterbi_path(tiny):
     assert net.derive() == target
     # skip removes the layer from the derived network
     assert len(net.extract(target).blocks[0].layers) == 1
-    assert all(tiny.validate(a) is None for a in net.sample_archs(5, np.random.default_rng(0)))
+    assert all(tiny.validate(a) is None for a in net.sample(5, np.random.default_rng(0)))
 
 
 def test_op_sampling_draws_k_ops_and_rescale_keeps_the_others(tiny):
@@ -271,14 +264,15 @@ def test_trainer_runs_both_stages_with_sampling(tiny):
     before = [p.detach().clone() for p in net.arch_parameters()]
     cfg = SupernetConfig(epochs=2, warmup_epochs=1, batch_size=16, w_lr=0.2, theta_lr=3e-2,
                          tau0=1.0, tau_decay=0.0)
-    loop = DenseTrainer(net, data, cfg, CostLoss(form="additive", lam=0.15, base=15),
-                        progress=False, weight_ops=1, arch_ops=2)
+    net.set_op_sampling(weight_ops=1, arch_ops=2)
+    loop = SupernetTrainer(net, data, cfg, CostLoss(form="additive", lam=0.15, base=15),
+                           progress=False)
     st = loop.fit()
     assert [h["warmup"] for h in st.history] == [True, False]
     assert st.history[1]["cost"] is not None and st.history[1]["cost"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, net.arch_parameters()))
     with pytest.raises(UserError, match="op sampling"):
-        DenseTrainer(net, data, cfg, CostLoss(form="none"), progress=False, arch_ops=1)
+        net.set_op_sampling(weight_ops=1, arch_ops=1)
 
 
 def test_every_registered_spec_builds_a_supernet_forward():
@@ -322,8 +316,8 @@ def test_search_end_to_end(tmp_path):
 
 
 def test_shrink_to_target_meets_a_flops_target_or_says_it_cannot(tiny):
-    from nasforge.methods.common import SearchSettings
-    from nasforge.methods.densenas import shrink_to_target
+    from nasforge.cost.model import CostModel
+    from nasforge.cost.targets import Targets
 
     torch.manual_seed(0)
     costs = tiny.costs(5, 1)
@@ -335,7 +329,9 @@ def test_shrink_to_target_meets_a_flops_target_or_says_it_cannot(tiny):
     assert cheapest < costs.arch_macs(derived)
     for target in (costs.arch_macs(derived) - 1, (cheapest + costs.arch_macs(derived)) // 2,
                    cheapest):
-        got = shrink_to_target(derived, tiny, net, SearchSettings(flops=target), costs, None)
+        cm = CostModel(tiny, 5, (1, tiny.spec.input_size, tiny.spec.input_size),
+                       counter=net.counts)
+        got = net.repair(derived, Targets(flops=target), cm)
         assert costs.arch_macs(got) <= target
     with pytest.raises(UserError, match="cannot be met"):
-        shrink_to_target(derived, tiny, net, SearchSettings(flops=cheapest - 1), costs, None)
+        net.repair(derived, Targets(flops=cheapest - 1), cm)

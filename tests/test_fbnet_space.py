@@ -59,7 +59,7 @@ def test_one_hot_supernet_equals_built_model_with_same_weights():
     x = torch.randn(3, 1, 28, 28)
     for seed in range(3):
         a = sp.sample(np.random.default_rng(seed))
-        sample = net.one_hot_relaxation(a)
+        sample = net.one_hot(a)
         y_super = net(x, sample)
         standalone = sp.build(a, 10, 1)
         standalone.load_state_dict(net.extract(a).state_dict())
@@ -81,7 +81,7 @@ def test_sampling_from_p_theta_and_argmax():
         net.theta.zero_()
         net.theta[:, sp.candidates.index("k5_e6")] = 8.0
     assert list(net.derive().genes) == ["k5_e6"] * sp.num_layers
-    samples = net.sample_archs(6, np.random.default_rng(0))
+    samples = net.sample(6, np.random.default_rng(0))
     share = np.mean([g == "k5_e6" for a in samples for g in a.genes])
     assert share > 0.9
     assert len(SKELETONS.names()) >= 3

@@ -10,18 +10,13 @@ from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
 from nasforge.cost.flops import conv_macs, count_module
 from nasforge.cost.lut import LatencyTable
 from nasforge.errors import UserError
-from nasforge.methods.common import SearchSettings
-from nasforge.methods.fbnetv2 import shrink_to_target
-from nasforge.spaces.masking import (
-    BranchedConvBNAct,
-    MaskedConvBNAct,
-    MaskingSkeleton,
-    MaskingSpace,
-    StageOptions,
-)
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Targets
+from nasforge.spaces.masking import MaskingSkeleton, MaskingSpace, StageOptions
 from nasforge.spaces.registry import get_space
-from nasforge.strategies.bilevel import SupernetConfig
-from nasforge.supernets.dmasking import DMaskingSupernet, DMaskingTrainer, latency_tensors
+from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.dmasking import DMaskingSupernet, latency_tensors
+from nasforge.supernets.masking_layers import BranchedConvBNAct, MaskedConvBNAct
 from nasforge.testing import tiny_dataset
 from nasforge.testing.memory import peak_tensor_bytes
 
@@ -182,7 +177,7 @@ def test_derive_and_samples(supernet):
         for d, i in enumerate(want):
             supernet.theta[d, i] = 5.0
     assert sp.indices(supernet.derive()) == want
-    archs = supernet.sample_archs(20, np.random.default_rng(0))
+    archs = supernet.sample(20, np.random.default_rng(0))
     assert all(a.space == sp.name for a in archs)
     hits = np.mean([sp.indices(a) == want for a in archs])
     assert hits > 0.3  # sampling follows P_θ
@@ -225,11 +220,11 @@ def test_skeleton_rejects_widths_that_would_change_the_residual_structure():
 def test_shrink_meets_a_flops_target_and_refuses_an_impossible_one(supernet):
     sp = supernet.space
     big = sp.arch_from_indices([int(np.argmax(o)) for _, o in sp.decisions()])
-    s = SearchSettings(flops=1.0e6)
-    small = shrink_to_target(big, supernet, s)
+    cm = CostModel(supernet.space, 10, (1, 28, 28), counter=supernet.counts)
+    small = supernet.repair(big, Targets(flops=1.0e6), cm)
     assert supernet.arch_cost(small)["macs"] <= 1.0e6 < supernet.arch_cost(big)["macs"]
     with pytest.raises(UserError, match="cannot be met"):
-        shrink_to_target(big, supernet, SearchSettings(flops=10.0))
+        supernet.repair(big, Targets(flops=10.0), cm)
 
 
 def test_latency_mix_at_one_hot_is_the_lut_sum():
@@ -251,18 +246,17 @@ def test_latency_mix_at_one_hot_is_the_lut_sum():
     # a latency (and params) target is met by the same greedy shrink
     big = sp.arch_from_indices([int(np.argmax(o)) for _, o in sp.decisions()])
     cost = net.arch_cost(big)
-    target = SearchSettings(latency_ms=cost["latency_us"] / 1e3 * 0.7,
-                            params=cost["params"] * 0.8)
-    small = net.arch_cost(shrink_to_target(big, net, target))
+    target = Targets(latency_ms=cost["latency_us"] / 1e3 * 0.7, params=cost["params"] * 0.8)
+    cm = CostModel(sp, 10, (1, 28, 28), lut=lut, counter=net.counts)
+    small = net.arch_cost(net.repair(big, target, cm))
     assert small["latency_us"] / 1e3 <= target.latency_ms and small["params"] <= target.params
 
 
 def test_temperature_decays_to_near_one_hot_over_the_planned_epochs():
     sp = MaskingSpace("fbnetv2-fmnist")
     net = DMaskingSupernet(sp, 10, 1)
-    loop = DMaskingTrainer(net, tiny_dataset(), SupernetConfig(epochs=5, warmup_epochs=1),
-                           lambda ce, cost: ce, progress=False)
-    loop.tau_end = 0.1
+    cfg = SupernetConfig(epochs=5, warmup_epochs=1, tau_schedule="geometric", tau_end=0.1)
+    loop = SupernetTrainer(net, tiny_dataset(), cfg, lambda ce, cost: ce, progress=False)
     taus = [loop.tau(e) for e in range(5)]
     assert taus[0] == pytest.approx(5.0) and taus[-1] == pytest.approx(0.1)
     assert all(a > b for a, b in zip(taus, taus[1:]))

@@ -1,8 +1,9 @@
 """``nasforge search fbnet``: FBNet DNAS end to end (METHODS §1).
 
 LUT (cached per device) → supernet with Gumbel mixed ops and the latency-aware loss → θ/w
-bilevel loop → argmax + K samples from P_θ (shrunk to meet a target if asked) → ranked from
-scratch → best trained, exported, measured.
+bilevel loop → argmax + K samples from P_θ (repaired to the targets if asked) → ranked from
+scratch → best trained, exported, measured. This file only declares the parts; the generic
+runner (:mod:`nasforge.methods.differentiable`) does the work.
 """
 
 from __future__ import annotations
@@ -10,28 +11,20 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from nasforge.arch import Arch
 from nasforge.cost.loss import CostLoss
-from nasforge.cost.lut import LatencyTable, load_or_build
-from nasforge.cost.tables import CostTables
+from nasforge.data import Dataset
 from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
+from nasforge.methods import differentiable
 from nasforge.methods.common import (
-    Finish,
     SearchSettings,
     add_common_arguments,
-    finish,
-    rng_for,
     settings_from_args,
-    setup,
-    space_name_for,
 )
+from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
 from nasforge.run.rundir import RunDir
-from nasforge.spaces.fbnet import SKELETONS, FBNetSpace, cost_tables
-from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
+from nasforge.strategies.bilevel import SupernetConfig
 from nasforge.supernets.fbnet import FBNetSupernet
 
 
@@ -51,111 +44,32 @@ class FBNetSettings(SearchSettings):
     tau_decay: float = 0.045
 
 
-def space_for(name: str, input_shape: tuple[int, int, int]) -> FBNetSpace:
-    sizes = {n: SKELETONS.get(n).input_size for n in SKELETONS.names()}
-    return FBNetSpace(space_name_for(name, input_shape, "fbnet", SKELETONS.names(), sizes))
+def _cost_kind(s: FBNetSettings) -> str:
+    if s.cost not in ("latency", "flops"):
+        raise UserError(f"--cost must be latency or flops, got {s.cost!r}")
+    return s.cost
 
 
-def shrink_to_target(arch: Arch, space: FBNetSpace, tables: CostTables, theta: torch.Tensor,
-                     s: SearchSettings, lat_ms) -> Arch:  # noqa: ANN001
-    """Greedily replace blocks until ``arch`` meets the targets, each time taking the change
-    that saves the most (relative) cost per unit of log P_θ lost."""
-    logp = torch.log_softmax(theta.detach().float().cpu(), -1).numpy()
-    blocks = list(arch.genes)
+def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
+    epochs = s.epochs or 90
+    return SupernetConfig(
+        epochs=epochs, warmup_epochs=warmup_epochs(s, epochs, 1 / 9),  # paper: 10 of 90
+        batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
+        w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0, tau_decay=s.tau_decay,
+        tau_schedule="exponential", alternate=s.alternate, hard=s.single_path,
+        budget_s=s.budget)
 
-    def violation(b: list[str]) -> float:
-        v = 0.0
-        if s.flops is not None:
-            v += max(0.0, tables.arch_macs(b) / s.flops - 1)
-        if s.params is not None:
-            v += max(0.0, tables.arch_params(b) / s.params - 1)
-        if s.latency_ms is not None and lat_ms is not None:
-            v += max(0.0, lat_ms(b) / s.latency_ms - 1)
-        return v
 
-    for _ in range(10 * len(blocks)):
-        cur = violation(blocks)
-        if cur == 0.0:
-            return space.arch(blocks)
-        best, best_score = None, -np.inf
-        for li in range(len(blocks)):
-            ci = space.candidates.index(blocks[li])
-            for cj, c in enumerate(space.candidates):
-                if cj == ci:
-                    continue
-                trial = blocks[:li] + [c] + blocks[li + 1:]
-                gain = cur - violation(trial)
-                if gain <= 0:
-                    continue
-                score = gain / (logp[li, ci] - logp[li, cj] + 1e-3)
-                if score > best_score:
-                    best, best_score = trial, score
-        if best is None:
-            break
-        blocks = best
-    if violation(blocks) == 0.0:
-        return space.arch(blocks)
-    raise UserError("the target cannot be met by any architecture of this space (even the "
-                    "cheapest blocks exceed it); relax --latency-ms/--flops/--params")
+METHOD = DifferentiableMethod(
+    name="fbnet", family="fbnet", skeletons=SKELETONS, space_cls=FBNetSpace,
+    cost_kind=_cost_kind,
+    supernet=lambda space, cm, s: FBNetSupernet.from_cost_model(space, cm),
+    loop=_loop, loss=lambda s: CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta))
 
 
 def run(s: FBNetSettings, rd: RunDir) -> dict:
-    dev, data = setup(s)
-    space = space_for(s.space, data.input_shape)
-    in_ch = data.input_shape[0]
-    tables, items = cost_tables(space, data.num_classes, in_ch)
-    lut: LatencyTable | None = None
-    if s.cost == "latency" or s.latency_ms is not None:
-        # a resumed run reuses its own table, so it continues with exactly the same costs
-        own = rd.file("lut.json")
-        lut = load_or_build(space.name, items, target=s.target, threads=s.threads,
-                            path=own if own.is_file() else s.lut, progress=s.progress)
-        lut.save(own)
-    if s.cost == "latency":
-        cost_m, fixed = tables.latency_matrix(lut)  # type: ignore[arg-type]
-    elif s.cost == "flops":
-        cost_m, fixed = tables.macs_matrix()
-    else:
-        raise UserError(f"--cost must be latency or flops, got {s.cost!r}")
-    torch.manual_seed(s.seed)
-    net = FBNetSupernet(space, data.num_classes, in_ch, cost_m)
-    net.fixed_cost.fill_(fixed)
-    cfg = SupernetConfig(
-        epochs=s.epochs or 90,
-        warmup_epochs=(s.warmup_epochs if s.warmup_epochs is not None
-                       else round(s.epochs / 9) if s.epochs else 10),  # paper: 10 of 90
-        batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
-        w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0,
-        tau_decay=s.tau_decay, alternate=s.alternate, hard=s.single_path, budget_s=s.budget,
-    )
-    loss = CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta)
-
-    def log_arch(n: FBNetSupernet) -> dict:
-        return {"p_theta": n.probabilities().cpu().tolist()}
-
-    loop = SupernetTrainer(net, data, cfg, loss, seed=s.seed,
-                           checkpoint=rd.file("supernet.ckpt"), progress=s.progress,
-                           log_arch=log_arch)
-    loop.resume()
-    st = loop.fit()
-
-    def lat_ms_blocks(blocks: list[str]) -> float:
-        return tables.latency_us(lut, blocks) / 1000.0  # type: ignore[arg-type]
-
-    lat_ms = lat_ms_blocks if lut is not None else None
-    argmax = net.derive()
-    samples = net.sample_archs(s.samples, rng_for(s.seed, 1))
-    cands = []
-    for a in [argmax, *samples]:
-        cands.append(shrink_to_target(a, space, tables, net.theta, s, lat_ms))
-    rd.write_json("search.json", {"history": st.history, "argmax": argmax.genes,
-                                  "samples": [a.genes for a in samples],
-                                  "theta": net.theta.detach().cpu().tolist()})
-    return finish(s, rd, data, Finish(
-        space=space, candidates=cands,
-        predict_latency_ms=(lambda a: lat_ms(list(a.genes))) if lat_ms else None,
-        search_seconds=st.elapsed_s, search_epochs=st.epoch,
-    ))
+    """LUT → Gumbel supernet → θ/w loop → argmax + K samples (repaired to the targets) → finish."""
+    return differentiable.run(METHOD, s, rd)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

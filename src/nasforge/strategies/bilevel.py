@@ -7,9 +7,11 @@ The hot loop keeps everything on the device: metrics accumulate in device tensor
 once per epoch; bf16 autocast + channels_last + fused optimizers on CUDA. The run checkpoints
 every epoch (weights, θ, optimizers, temperature, epoch, every RNG) and resumes exactly.
 
-A supernet provides ``weight_parameters()``, ``arch_parameters()``,
-``sample_relaxation(generator, tau, hard)``, ``forward(x, sample)`` and
-``expected_cost(sample)``.
+The supernet is any :class:`nasforge.supernets.base.Supernet`; method differences are hooks,
+never a copied step: the temperature schedule (``tau_schedule``: FBNet's exponential decay,
+FBNetV2's geometric decay to ``tau_end`` over the planned epochs, DenseNAS's constant), the
+relaxation's ``phase`` (DenseNAS draws different op counts for w and θ steps) and the
+supernet's ``after_arch_step`` (DenseNAS rescales the drawn ops' α).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +32,11 @@ from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
+from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
 from nasforge.train.schedules import cosine_lr, set_lr
 
-
-class Supernet(Protocol):
-    def weight_parameters(self) -> Any: ...
-    def arch_parameters(self) -> Any: ...
-    def sample_relaxation(self, generator: torch.Generator | None, tau: float,
-                          hard: bool = False) -> Any: ...
-    def expected_cost(self, sample: Any) -> torch.Tensor: ...
-    def __call__(self, x: torch.Tensor, sample: Any) -> torch.Tensor: ...
+TAU_SCHEDULES = ("exponential", "geometric", "constant")
 
 
 @dataclass
@@ -57,7 +53,9 @@ class SupernetConfig:
     theta_weight_decay: float = 5e-4
     theta_betas: tuple[float, float] = (0.9, 0.999)
     tau0: float = 5.0
-    tau_decay: float = 0.045
+    tau_decay: float = 0.045  # exponential: τ = τ0 · e^(−decay · epoch) (FBNet)
+    tau_schedule: str = "exponential"  # exponential | geometric (τ0 → tau_end) | constant
+    tau_end: float = 0.1  # geometric: τ at the last planned epoch (FBNetV2)
     alternate: str = "step"  # step | epoch
     hard: bool = False  # single-path (hard Gumbel, straight-through)
     budget_s: float | None = None
@@ -66,6 +64,9 @@ class SupernetConfig:
     amp: bool = True
 
     def __post_init__(self) -> None:
+        if self.tau_schedule not in TAU_SCHEDULES:
+            raise UserError(f"tau_schedule must be one of {list(TAU_SCHEDULES)}, got "
+                            f"{self.tau_schedule!r}")
         if self.alternate not in ("step", "epoch"):
             raise UserError(f"alternate must be 'step' or 'epoch', got {self.alternate!r}")
         if self.epochs < 1:
@@ -88,13 +89,12 @@ class LoopState:
 
 
 class SupernetTrainer:
-    """Runs the loop; subclass and override :meth:`arch_step` for other θ updates (DARTS 2nd
-    order)."""
+    """Runs the loop over any :class:`~nasforge.supernets.base.Supernet`."""
 
-    def __init__(self, supernet: nn.Module, data: Dataset, config: SupernetConfig,
+    def __init__(self, supernet: Supernet, data: Dataset, config: SupernetConfig,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, seed: int = 0,
                  checkpoint: str | Path | None = None, progress: bool = True,
-                 log_arch: Callable[[nn.Module], dict[str, Any]] | None = None) -> None:
+                 log_arch: Callable[[Supernet], dict[str, Any]] | None = None) -> None:
         self.cfg = config
         self.data = data
         self.device = data.device
@@ -102,7 +102,7 @@ class SupernetTrainer:
         self.loss_fn = loss_fn
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.progress = progress
-        self.log_arch = log_arch
+        self.log_arch = log_arch or (lambda net: net.arch_state())
         self.uses_cost = getattr(loss_fn, "form", "x") != "none"
         w_params = list(self.net.weight_parameters())
         self._w_params = w_params  # cached: the hot loop clips them every step
@@ -121,7 +121,13 @@ class SupernetTrainer:
     # -- steps ----------------------------------------------------------------------------------
     def tau(self, epoch: int | None = None) -> float:
         e = self.state.epoch if epoch is None else epoch
-        return self.cfg.tau0 * math.exp(-self.cfg.tau_decay * e)
+        c = self.cfg
+        if c.tau_schedule == "exponential":
+            return c.tau0 * math.exp(-c.tau_decay * e)
+        if c.tau_schedule == "geometric":  # reaches tau_end at the last planned epoch
+            frac = min(e / max(self.state.planned_epochs - 1, 1), 1.0)
+            return c.tau0 * math.exp(frac * math.log(c.tau_end / c.tau0))
+        return c.tau0
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, sample: Any) -> tuple[torch.Tensor, ...]:
         with autocast(self.device, self.cfg.amp):
@@ -138,7 +144,8 @@ class SupernetTrainer:
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.cfg.augment:
             x = random_crop_flip(x, self.aug_gen)
-        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard)
+        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
+                                            phase="weight")
         loss, ce, cost, logits = self._loss(x, y, sample)
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,11 +155,14 @@ class SupernetTrainer:
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard)
+        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
+                                            phase="arch")
+        before = self.net.snapshot_arch()
         loss, ce, cost, logits = self._loss(x, y, sample)
         self.a_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
         loss.backward()
         self.a_opt.step()  # type: ignore[union-attr]
+        self.net.after_arch_step(sample, before)
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
 
     # -- epochs ---------------------------------------------------------------------------------
@@ -221,8 +231,7 @@ class SupernetTrainer:
             "cost": vals["cost"] / s_a if s_a else None,
             "truncated": truncated,
         }
-        if self.log_arch is not None:
-            rec.update(self.log_arch(self.net))
+        rec.update(self.log_arch(self.net))
         return rec
 
     def fit(self, stop_at: int | None = None) -> LoopState:

@@ -23,7 +23,8 @@ the paper's equations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,20 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, thaw
 from nasforge.cost.chained import chained_cost
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Move
 from nasforge.errors import UserError
-from nasforge.spaces.dense import (
-    ALIGN_OPS,
-    LAYER_OPS,
-    DenseCosts,
-    DenseModel,
-    DenseSpace,
-    make_op,
-    make_stem,
-    make_tail_align,
-)
-from nasforge.strategies.bilevel import SupernetTrainer
+from nasforge.models.densenas import DenseModel, make_op, make_stem, make_tail_align
+from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, DenseCosts, DenseSpace
+from nasforge.supernets.base import Supernet
 from nasforge.supernets.fbnet import MixedOp
 from nasforge.supernets.viterbi import viterbi_path
 
@@ -89,7 +84,7 @@ class RoutingBlock(nn.Module):
             MixedOp([make_op(o, w, w, 1) for o in LAYER_OPS]) for _ in range(sp.layers[j]))
 
 
-class DenseSupernet(nn.Module):
+class DenseSupernet(Supernet):
     """Supernet over a :class:`DenseSpace`; ``costs`` + ``cost`` pick the per-op cost table
     (``flops``: kMACs; ``latency``: corrected LUT µs, ``lut`` required)."""
 
@@ -121,7 +116,30 @@ class DenseSupernet(nn.Module):
                          for j in range(self.dag.num_blocks)]
         self.tau = 1.0
         self.op_sample = 0  # ops drawn per slot; 0 = all (set through sampling())
-        self._init_costs(costs or space.costs(num_classes, in_channels), cost, lut)
+        self.weight_ops = self.arch_ops = 0  # per-phase op sampling (set_op_sampling)
+        self._costs = costs or space.costs(num_classes, in_channels)
+        self._init_costs(self._costs, cost, lut)
+
+    @classmethod
+    def from_cost_model(cls, space: DenseSpace, cost_model: CostModel,
+                        init_std: float = 1e-3) -> DenseSupernet:
+        """The supernet whose op costs are ``cost_model``'s (its LUT, or counted kMACs)."""
+        cm = cost_model
+        return cls(space, cm.num_classes, cm.in_channels, cost=cm.kind, lut=cm.lut,
+                   init_std=init_std)
+
+    def counts(self, arch: Arch) -> tuple[int, int]:
+        """Analytic (MACs, params) of ``arch`` from the per-op cost items."""
+        return self._costs.arch_macs(arch), self._costs.arch_params(arch)
+
+    def set_op_sampling(self, weight_ops: int, arch_ops: int) -> None:
+        """Ops drawn per slot in weight and architecture steps (official code: 1 and 2;
+        0 = every op, the full weighted sum)."""
+        if weight_ops < 0 or arch_ops < 0 or arch_ops == 1:
+            raise UserError(f"op sampling must be 0 (all ops) or ≥ 1 for weights and ≠ 1 for "
+                            f"architecture steps (one drawn op has no gradient); got "
+                            f"{weight_ops}, {arch_ops}")
+        self.weight_ops, self.arch_ops = int(weight_ops), int(arch_ops)
 
     # -- costs ------------------------------------------------------------------------------
     def _init_costs(self, costs: DenseCosts, cost: str, lut) -> None:  # noqa: ANN001
@@ -156,12 +174,6 @@ class DenseSupernet(nn.Module):
         yield from self.alpha_layers
         yield from self.beta
 
-    def weight_parameters(self) -> Iterator[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        for p in self.parameters():
-            if id(p) not in arch:
-                yield p
-
     # -- relaxation ---------------------------------------------------------------------------
     @contextmanager
     def sampling(self, k: int) -> Iterator[None]:
@@ -178,15 +190,17 @@ class DenseSupernet(nn.Module):
         return [*self.alpha_align, *self.alpha_layers]
 
     def sample_relaxation(self, generator: torch.Generator | None = None, tau: float = 1.0,
-                          hard: bool = False) -> DenseRelaxation:
+                          hard: bool = False, phase: str | None = None) -> DenseRelaxation:
         """Softmax weights (DenseNAS has no Gumbel noise; the loop's τ is ignored, the
         temperature is :attr:`tau`). With op sampling on, ``generator`` (on the parameters'
-        device) draws the ops — and the drawn indices come to the host once per call."""
+        device) draws the ops — and the drawn indices come to the host once per call.
+        ``phase`` ``weight``/``arch`` draws :attr:`weight_ops`/:attr:`arch_ops` ops; no phase
+        draws :attr:`op_sample` (set by :meth:`sampling`)."""
         if hard:
             raise UserError("DenseNAS has no single-path (hard) mode; use op sampling")
         t = self.tau
         alphas = self.alpha_parameters()
-        k = self.op_sample
+        k = {"weight": self.weight_ops, "arch": self.arch_ops}.get(phase or "", self.op_sample)
         masks = None
         if 0 < k < len(ALIGN_OPS):
             masks = []
@@ -220,6 +234,13 @@ class DenseSupernet(nn.Module):
             align_active=actives[:n_align] if masks is not None else None,
             layer_active=layer_active if masks is not None else None)
 
+    def snapshot_arch(self) -> list[torch.Tensor] | None:
+        return [a.detach().clone() for a in self.alpha_parameters()] if self.arch_ops else None
+
+    def after_arch_step(self, sample: DenseRelaxation, before: Any) -> None:
+        if before is not None:
+            self.rescale_sampled_(before, sample)
+
     @torch.no_grad()
     def rescale_sampled_(self, before: list[torch.Tensor], rel: DenseRelaxation) -> None:
         """After a step on drawn ops: shift them so their log-sum-exp is what it was, keeping
@@ -232,7 +253,7 @@ class DenseSupernet(nn.Module):
                      - a.detach().masked_fill(~m, inf).logsumexp(-1))
             a.add_(m * shift[:, None])
 
-    def one_hot_relaxation(self, arch: Arch) -> DenseRelaxation:
+    def one_hot(self, arch: Arch) -> DenseRelaxation:
         """The relaxation that selects exactly ``arch``: one-hot ops, and path probability 1 on
         its edges and 0 everywhere else (blocks off the path then feed nothing)."""
         self.space.validate(arch)
@@ -321,8 +342,60 @@ class DenseSupernet(nn.Module):
         return float(sum(torch.log(rel.paths[i][self.dag.edge_index(i, j)])
                          for i, j in zip(path, path[1:])))
 
+    def arch_state(self) -> dict[str, Any]:
+        return {"p_paths": self.probabilities()["paths"], "argmax": thaw(self.derive().genes)}
+
+    def moves(self, arch: Arch) -> Iterable[Move]:
+        """Every single op change on ``arch``'s path (alignment branch or basic layer), with
+        its loss of log-probability under the op softmax."""
+        probs = self.probabilities()
+        space = self.space
+        path = space.path(arch)
+        blocks = [dict(b, layers=list(b["layers"])) for b in arch.genes["blocks"]]
+
+        def logp(w: list[float], o: int) -> float:
+            return math.log(max(w[o], 1e-12))
+
+        for k, (i, b) in enumerate(zip(path, blocks)):
+            j = b["id"]
+            w_align = probs["align"][j - 1][space.preds[j].index(i)]
+            slots = [("align", None, ALIGN_OPS, w_align)]
+            slots += [("layers", li, LAYER_OPS, probs["layers"][j - 1][li])
+                      for li in range(len(b["layers"]))]
+            for field, li, ops, w in slots:
+                now = ops.index(b[field] if li is None else b[field][li])
+                for o in range(len(ops)):
+                    if o == now:
+                        continue
+                    trial = [dict(x, layers=list(x["layers"])) for x in blocks]
+                    if li is None:
+                        trial[k]["align"] = ops[o]
+                    else:
+                        trial[k]["layers"][li] = ops[o]
+                    yield space.arch(trial), logp(w, now) - logp(w, o)
+
+    def max_repair_steps(self, arch: Arch) -> int:
+        return 8 * sum(1 + len(b["layers"]) for b in arch.genes["blocks"]) + 1
+
+    def repair_starts(self, arch: Arch, max_paths: int = 20000) -> Iterator[Arch]:
+        """``arch``, then the argmax ops of every other path, most probable path first."""
+        yield arch
+        paths = []
+        for p in self.dag.paths():
+            paths.append(p)
+            if len(paths) > max_paths:
+                raise UserError(f"the derived architecture misses the target and the space has "
+                                f"over {max_paths} paths to try; relax --latency-ms/--flops/"
+                                "--params")
+        with torch.no_grad():
+            rel = self.sample_relaxation()
+        scored = sorted(paths, key=lambda p: -sum(
+            math.log(float(rel.paths[i][self.dag.edge_index(i, j)])) for i, j in zip(p, p[1:])))
+        for p in scored:
+            yield self.arch_for_path(list(p), rel, lambda w: int(w.argmax()))
+
     @torch.no_grad()
-    def sample_archs(self, k: int, rng: np.random.Generator) -> list[Arch]:
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
         """K architectures: a path walked by the path probabilities, ops by their softmax."""
         rel = self.sample_relaxation()
         probs = [p.double().cpu().numpy() for p in rel.paths]
@@ -359,33 +432,3 @@ class DenseSupernet(nn.Module):
             self.tail[self.space.preds[self.dag.tail].index(path[-2])].state_dict())
         model.classifier.load_state_dict(self.classifier.state_dict())
         return model
-
-
-class DenseTrainer(SupernetTrainer):
-    """The shared bilevel loop with DenseNAS's op sampling: weight steps draw ``weight_ops``
-    ops per slot, architecture steps draw ``arch_ops`` and then rescale the drawn α
-    (official code: 1 and 2; 0 = every op, the full weighted sum)."""
-
-    def __init__(self, supernet: DenseSupernet, *args: Any, weight_ops: int = 1,
-                 arch_ops: int = 2, **kwargs: Any) -> None:
-        super().__init__(supernet, *args, **kwargs)
-        if weight_ops < 0 or arch_ops < 0 or arch_ops == 1:
-            raise UserError(f"op sampling must be 0 (all ops) or ≥ 1 for weights and ≠ 1 for "
-                            f"architecture steps (one drawn op has no gradient); got "
-                            f"{weight_ops}, {arch_ops}")
-        self.weight_ops, self.arch_ops = weight_ops, arch_ops
-
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with self.net.sampling(self.weight_ops):
-            return super().weight_step(x, y)
-
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with self.net.sampling(self.arch_ops):
-            sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard)
-        before = [a.detach().clone() for a in self.net.alpha_parameters()]
-        loss, ce, cost, logits = self._loss(x, y, sample)
-        self.a_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        loss.backward()
-        self.a_opt.step()  # type: ignore[union-attr]
-        self.net.rescale_sampled_(before, sample)
-        return loss.detach(), (logits.argmax(1) == y).sum(), cost

@@ -18,29 +18,32 @@ weights into the derived standalone model (no masks).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import get_divisible_by
+from nasforge.blocks import IRMasks, get_divisible_by
 from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
 from nasforge.cost.effective import EffectiveCounts, mix, mix2
 from nasforge.cost.lut import LatencyTable
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Move
 from nasforge.errors import UserError
 from nasforge.models.fbnetv2 import FBNetV2Model
-from nasforge.spaces.masking import MaskingSpace, channel_masks, masked_ir
-from nasforge.strategies.bilevel import SupernetTrainer
+from nasforge.spaces.masking import MaskingSpace
+from nasforge.supernets.base import Supernet
 from nasforge.supernets.gumbel import gumbel_softmax
+from nasforge.supernets.masking_layers import channel_masks
 
 COSTS = ("flops", "params", "latency")
 Sample = tuple[torch.Tensor, int | None]
 
 
-class DMaskingSupernet(nn.Module):
+class DMaskingSupernet(Supernet):
     """Channel-masking + resolution supernet over a :class:`MaskingSpace`.
 
     ``cost``: which effective cost ``expected_cost`` returns — ``flops`` (kMACs), ``params``
@@ -111,8 +114,22 @@ class DMaskingSupernet(nn.Module):
     def logits(self) -> torch.Tensor:
         return self.theta.masked_fill(~self.valid, float("-inf"))
 
+    @classmethod
+    def from_cost_model(cls, space: MaskingSpace, cost_model: CostModel) -> DMaskingSupernet:
+        """The supernet for ``cost_model``'s loss cost; its latency tables (when the cost model
+        has a LUT) come from the same table."""
+        cm = cost_model
+        lat = (latency_tensors(space, cm.lut, cm.num_classes, cm.in_channels)
+               if cm.lut is not None else None)
+        return cls(space, cm.num_classes, cm.in_channels, cost=cm.kind, latency=lat)
+
+    def counts(self, arch: Arch) -> tuple[int, int]:
+        """Exact (MACs, params) from the effective-shape counts at one-hot."""
+        c = self.arch_cost(arch)
+        return int(c["macs"]), int(c["params"])
+
     def sample_relaxation(self, generator: torch.Generator | None, tau: float,
-                          hard: bool = False) -> Sample:
+                          hard: bool = False, phase: str = "weight") -> Sample:
         """Gumbel weights ``G`` (D×K, zero on padding); in hard mode also the chosen resolution
         (one small host copy per step, to run a single trunk)."""
         G = gumbel_softmax(self.logits(), tau, generator, hard=hard)
@@ -151,8 +168,8 @@ class DMaskingSupernet(nn.Module):
         x = self.net.stem(x)
         x = x * m["stem"].view(1, -1, 1, 1).to(x.dtype)
         for b, spec in zip(self.blocks, self.space.blocks):
-            x = masked_ir(b, x, m[f"hid{spec.index}"], m.get(f"se{spec.index}"),
-                          m[spec.out_decision])
+            x = b(x, IRMasks(m[f"hid{spec.index}"], m.get(f"se{spec.index}"),
+                             m[spec.out_decision]))
         x = self.net.last_pw(x)
         return x * m["pw"].view(1, -1, 1, 1).to(x.dtype)
 
@@ -245,7 +262,23 @@ class DMaskingSupernet(nn.Module):
         idx = self.logits().detach().argmax(-1).tolist()
         return self.space.arch_from_indices(idx)
 
-    def sample_archs(self, k: int, rng: np.random.Generator) -> list[Arch]:
+    def arch_state(self) -> dict[str, Any]:
+        return {"p_theta": self.probabilities()}
+
+    def moves(self, arch: Arch) -> Iterable[Move]:
+        """Every single decision moved to another option, with its loss of log P_θ."""
+        logp = [np.log(np.maximum(p, 1e-12)) for p in self.probabilities()]
+        idx = self.space.indices(arch)
+        for d, (_, opts) in enumerate(self.decisions):
+            for j in range(len(opts)):
+                if j != idx[d]:
+                    yield (self.space.arch_from_indices(idx[:d] + [j] + idx[d + 1:]),
+                           float(logp[d][idx[d]] - logp[d][j]))
+
+    def max_repair_steps(self, arch: Arch) -> int:
+        return 10 * len(self.decisions)
+
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
         probs = self.probabilities()
         out = []
         for _ in range(k):
@@ -298,19 +331,6 @@ class LatencyTensors(nn.Module):
         last = f"stage{len(self.space.skeleton.stages) - 1}"
         t = t + torch.einsum("c,r,cr->", w[last], gr, self.head.to(dt))
         return t + self.fixed_us
-
-
-class DMaskingTrainer(SupernetTrainer):
-    """The shared loop with FBNetV2's temperature: τ decays geometrically from ``tau0`` to
-    ``tau_end`` over the planned epochs (so the weights end near one-hot whatever the budget)."""
-
-    tau_end: float = 0.1
-
-    def tau(self, epoch: int | None = None) -> float:
-        e = self.state.epoch if epoch is None else epoch
-        n = max(self.state.planned_epochs - 1, 1)
-        frac = min(e / n, 1.0)
-        return self.cfg.tau0 * math.exp(frac * math.log(self.tau_end / self.cfg.tau0))
 
 
 def latency_tensors(space: MaskingSpace, lut: LatencyTable, num_classes: int,

@@ -7,7 +7,8 @@ sample gives the output *and* the expected latency ``LAT(a) = Σ_l Σ_i m_{l,i} 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,11 @@ from torch import nn
 
 from nasforge.arch import Arch
 from nasforge.blocks import ConvBNAct
-from nasforge.spaces.fbnet import FBNetModel, FBNetSpace, make_block
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Move
+from nasforge.models.fbnet import FBNetModel, make_block
+from nasforge.spaces.fbnet import FBNetSpace
+from nasforge.supernets.base import Supernet
 from nasforge.supernets.gumbel import gumbel_softmax
 
 
@@ -35,7 +40,7 @@ class MixedOp(nn.Module):
         return out
 
 
-class FBNetSupernet(nn.Module):
+class FBNetSupernet(Supernet):
     """Supernet over an :class:`FBNetSpace`; ``cost_table`` is L×K (µs from the LUT, or MACs)."""
 
     def __init__(self, space: FBNetSpace, num_classes: int, in_channels: int,
@@ -56,25 +61,40 @@ class FBNetSupernet(nn.Module):
         self.theta = nn.Parameter(torch.zeros(shape))
         self.register_buffer("cost_table", cost_table.float().clone())
         self.register_buffer("fixed_cost", torch.zeros(()))
+        self._tables: Any = None
+
+    @classmethod
+    def from_cost_model(cls, space: FBNetSpace, cost_model: CostModel) -> FBNetSupernet:
+        """The supernet whose expected cost uses ``cost_model``'s value of every candidate."""
+        from nasforge.spaces.fbnet import cost_tables
+
+        cm = cost_model
+        tables, _ = cost_tables(space, cm.num_classes, cm.in_channels)
+        m = torch.tensor([[cm.unit_cost(k) for k in row] for row in tables.keys])
+        net = cls(space, cm.num_classes, cm.in_channels, m)
+        net.fixed_cost.fill_(sum(cm.unit_cost(k) for k in tables.fixed_keys) + cm.fixed_cost())
+        net._tables = tables
+        return net
+
+    def counts(self, arch: Arch) -> tuple[int, int]:
+        """Analytic (MACs, params) of ``arch`` from the per-candidate tables."""
+        blocks = list(arch.genes)
+        return self._tables.arch_macs(blocks), self._tables.arch_params(blocks)
 
     # -- parameter groups (explicit, never by name substring) --------------------------------
-    def weight_parameters(self) -> Iterator[nn.Parameter]:
-        for p in self.parameters():
-            if p is not self.theta:
-                yield p
-
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         yield self.theta
 
     # -- relaxation ---------------------------------------------------------------------------
     def sample_relaxation(self, generator: torch.Generator | None, tau: float,
-                          hard: bool = False) -> tuple[torch.Tensor, list[int] | None]:
+                          hard: bool = False,
+                          phase: str = "weight") -> tuple[torch.Tensor, list[int] | None]:
         """Gumbel weights m (L×K); in hard mode also the chosen indices (one small host copy
         per step — the price of running a single path)."""
         m = gumbel_softmax(self.theta, tau, generator, hard=hard)
         return m, (m.detach().argmax(-1).tolist() if hard else None)
 
-    def one_hot_relaxation(self, arch: Arch) -> tuple[torch.Tensor, None]:
+    def one_hot(self, arch: Arch) -> tuple[torch.Tensor, None]:
         """The relaxation that selects exactly ``arch`` (for equivalence checks)."""
         m = torch.zeros_like(self.theta)
         for li, b in enumerate(arch.genes):
@@ -101,7 +121,25 @@ class FBNetSupernet(nn.Module):
         idx = self.theta.detach().argmax(-1).tolist()
         return self.space.arch([self.space.candidates[i] for i in idx])
 
-    def sample_archs(self, k: int, rng: np.random.Generator) -> list[Arch]:
+    def arch_state(self) -> dict[str, Any]:
+        return {"p_theta": self.probabilities().cpu().tolist()}
+
+    def moves(self, arch: Arch) -> Iterable[Move]:
+        """Every single-layer block change, with its loss of log P_θ."""
+        logp = torch.log_softmax(self.theta.detach().float().cpu(), -1).numpy()
+        blocks = list(arch.genes)
+        cands = self.space.candidates
+        for li, b in enumerate(blocks):
+            ci = cands.index(b)
+            for cj, c in enumerate(cands):
+                if cj != ci:
+                    yield (self.space.arch(blocks[:li] + [c] + blocks[li + 1:]),
+                           float(logp[li, ci] - logp[li, cj]))
+
+    def max_repair_steps(self, arch: Arch) -> int:
+        return 10 * len(arch.genes)
+
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
         """K architectures drawn from P_θ(a) = Π_l softmax(θ_l)."""
         p = self.probabilities().cpu().numpy().astype(np.float64)
         out = []

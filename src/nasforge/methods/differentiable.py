@@ -1,0 +1,131 @@
+"""The one runner of every differentiable method (FBNet, FBNetV2, DenseNAS, …).
+
+A method only *declares* its parts (:class:`DifferentiableMethod`): which space family, which
+supernet, which loop settings (temperature schedule, warm-up, optimisers) and loss. The
+runner does the rest, the same way for all of them:
+
+data → space (by input size) → :class:`~nasforge.cost.model.CostModel` (one load-or-build of
+the LUT; a resumed run reads its own ``lut.json``) → supernet → the bilevel loop
+(:mod:`nasforge.strategies.bilevel`, checkpointed every epoch) → ``derive()`` + ``sample(K)``
+→ each repaired to the :class:`~nasforge.cost.targets.Targets` by the shared greedy shrink →
+``search.json`` → the shared finish stages (rank from scratch, train, export, measure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nasforge.arch import Arch, thaw
+from nasforge.cost.loss import CostLoss
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Targets
+from nasforge.data import Dataset
+from nasforge.methods.common import Finish, SearchSettings, finish, rng_for, setup, space_name_for
+from nasforge.registry import Registry
+from nasforge.run.rundir import RunDir
+from nasforge.spaces.base import SearchSpace
+from nasforge.strategies.bilevel import LoopState, SupernetConfig, SupernetTrainer
+from nasforge.supernets.base import Supernet
+
+
+@dataclass(frozen=True)
+class DifferentiableMethod:
+    """The parts of one differentiable method.
+
+    ``family``/``skeletons``/``space_cls``: the spaces it searches (``<family>-fmnist|cifar|
+    imagenet``, picked by input size when ``--space auto``); ``cost_kind(s)``: the loss's cost
+    (latency | flops | params); ``supernet(space, cost_model, s)``; ``loop(s, data)``: the
+    bilevel loop's settings; ``loss(s)``; ``after(s, rd, data, net, cost_model, result)``: an
+    optional last step (DenseNAS writes ``path.txt``).
+    """
+
+    name: str
+    family: str
+    skeletons: Registry[Any]
+    space_cls: Callable[[str], SearchSpace]
+    cost_kind: Callable[[Any], str]
+    supernet: Callable[[SearchSpace, CostModel, Any], Supernet]
+    loop: Callable[[Any, Dataset], SupernetConfig]
+    loss: Callable[[Any], CostLoss]
+    after: Callable[..., None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def space_for(self, name: str, input_shape: tuple[int, ...]) -> SearchSpace:
+        names = self.skeletons.names()
+        sizes = {n: self.skeletons.get(n).input_size for n in names}
+        return self.space_cls(space_name_for(name, input_shape, self.family, names, sizes))
+
+
+def warmup_epochs(s: SearchSettings, epochs: int, fraction: float, minimum: int = 0) -> int:
+    """``--warmup-epochs`` if given, else ``fraction`` of the epochs (at least ``minimum``,
+    leaving one search epoch)."""
+    if getattr(s, "warmup_epochs", None) is not None:
+        return int(s.warmup_epochs)  # type: ignore[attr-defined]
+    if epochs <= 1:
+        return 0
+    return min(max(minimum, round(epochs * fraction)), epochs - 1)
+
+
+@dataclass
+class SearchOutcome:
+    """What the search stage hands to the finish stages."""
+
+    space: SearchSpace
+    supernet: Supernet
+    cost_model: CostModel
+    targets: Targets
+    state: LoopState
+    derived: Arch
+    samples: list[Arch]
+    candidates: list[Arch]
+
+
+def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
+           data: Dataset) -> SearchOutcome:
+    """The search stage alone: supernet training, derivation, target repair, search.json."""
+    space = m.space_for(s.space, data.input_shape)  # type: ignore[attr-defined]
+    targets = Targets.from_settings(s)
+    cm = CostModel.for_run(space, data.num_classes, data.input_shape, kind=m.cost_kind(s),
+                           need_latency=targets.needs_latency, target=s.target,
+                           threads=s.threads, lut_path=s.lut, run_dir=rd.path,
+                           progress=s.progress)
+    torch.manual_seed(s.seed)
+    net = m.supernet(space, cm, s)
+    counts = getattr(net, "counts", None)
+    if counts is not None:
+        cm = CostModel(space, data.num_classes, data.input_shape, kind=cm.kind, lut=cm.lut,
+                       counter=counts)
+    loop = SupernetTrainer(net, data, m.loop(s, data), m.loss(s), seed=s.seed,
+                           checkpoint=rd.file("supernet.ckpt"), progress=s.progress)
+    loop.resume()
+    st = loop.fit()
+    net = net.cpu()
+    derived = net.derive()
+    samples = net.sample(s.samples, rng_for(s.seed, 1))
+    cands = [net.repair(a, targets, cm) for a in [derived, *samples]]
+    rd.write_json("search.json", {
+        "history": st.history, "derived": thaw(derived.genes),
+        "samples": [thaw(a.genes) for a in samples],
+        "candidates": [{"arch": thaw(a.genes), **cm.costs(a).to_dict()} for a in cands],
+        "arch_state": net.arch_state(),
+        "arch_parameters": [p.detach().tolist() for p in net.arch_parameters()],
+        "cost": cm.kind, "targets": targets.to_dict(), "cardinality": space.cardinality(),
+    })
+    return SearchOutcome(space, net, cm, targets, st, derived, samples, cands)
+
+
+def run(m: DifferentiableMethod, s: SearchSettings, rd: RunDir) -> dict[str, Any]:
+    """Search → derive → repair → rank → train → export → measure; returns result.json."""
+    _, data = setup(s)
+    out = search(m, s, rd, data)
+    result = finish(s, rd, data, Finish(
+        space=out.space, candidates=out.candidates, cost_model=out.cost_model,
+        targets=out.targets, search_seconds=out.state.elapsed_s,
+        search_epochs=out.state.epoch, extra={"derived": thaw(out.derived.genes)}))
+    if m.after is not None:
+        m.after(s, rd, data, out, result)
+    return result

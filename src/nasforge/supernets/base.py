@@ -1,0 +1,94 @@
+"""The one ``Supernet`` protocol every differentiable relaxation implements.
+
+The bilevel optimiser (:mod:`nasforge.strategies.bilevel`) and the generic differentiable
+runner (:mod:`nasforge.methods.differentiable`) only ever talk to this interface, so a new
+relaxation (DARTS mixed ops, …) plugs in without a copied loop:
+
+- parameter groups: ``weight_parameters()`` (w, trained on the train split) and
+  ``arch_parameters()`` (θ/α, trained on the val split), disjoint and together every parameter;
+- ``sample_relaxation(generator, tau, hard, phase)`` draws one relaxation (Gumbel weights,
+  drawn ops, …) and ``forward(x, sample)`` / ``expected_cost(sample)`` read the *same* draw, so
+  the output and the cost term always describe one architecture distribution;
+- ``after_arch_step(sample, before)``: a hook after each θ update (DenseNAS rescales the drawn
+  ops' α), with ``before = snapshot_arch()`` taken before it;
+- derivation: ``derive()`` (the method's rule: argmax, Viterbi, …), ``sample(k, rng)`` (K
+  architectures from the learned distribution), ``one_hot(arch)`` (the relaxation that selects
+  exactly ``arch``: forward at it equals ``extract(arch)``), ``extract(arch)``;
+- ``arch_state()``: the JSON the history and reports plot (probabilities per decision);
+- constraint repair: ``moves(arch)`` lists one-decision neighbours with their log-probability
+  loss, ``repair_starts(arch)`` the starting points to try (the shared
+  :func:`nasforge.cost.targets.repair` does the rest).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Move, Targets, repair
+
+
+class Supernet(nn.Module):
+    """Base class of the differentiable relaxations (see the module docstring)."""
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        for p in self.parameters():
+            if id(p) not in arch:
+                yield p
+
+    @abstractmethod
+    def arch_parameters(self) -> Iterator[nn.Parameter]: ...
+
+    @abstractmethod
+    def sample_relaxation(self, generator: torch.Generator | None, tau: float,
+                          hard: bool = False, phase: str = "weight") -> Any:
+        """One relaxation draw; ``phase`` is ``weight`` or ``arch`` (methods that draw
+        different numbers of ops per phase read it)."""
+
+    @abstractmethod
+    def expected_cost(self, sample: Any) -> torch.Tensor: ...
+
+    @abstractmethod
+    def one_hot(self, arch: Arch) -> Any: ...
+
+    @abstractmethod
+    def derive(self) -> Arch: ...
+
+    @abstractmethod
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]: ...
+
+    @abstractmethod
+    def arch_state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def extract(self, arch: Arch) -> nn.Module: ...
+
+    @abstractmethod
+    def moves(self, arch: Arch) -> Iterable[Move]: ...
+
+    def repair(self, arch: Arch, targets: Targets, cost_model: CostModel) -> Arch:
+        """``arch`` brought within ``targets`` by the shared greedy shrink."""
+        return repair(self.repair_starts(arch), targets, cost_model, self.moves,
+                      self.max_repair_steps(arch))
+
+    def repair_starts(self, arch: Arch) -> Iterable[Arch]:
+        yield arch
+
+    @abstractmethod
+    def max_repair_steps(self, arch: Arch) -> int:
+        """Bound on greedy moves per start (a safety net: each move lowers the violation)."""
+
+    def snapshot_arch(self) -> Any:
+        """What :meth:`after_arch_step` needs from before the θ update (nothing by default)."""
+        return None
+
+    def after_arch_step(self, sample: Any, before: Any) -> None:
+        """Called after every θ update (nothing by default)."""
