@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn
 
-from nasforge.spaces.masking import BranchedConvBNAct, MaskedConvBNAct
 from nasforge.supernets.gumbel import gumbel_softmax
+from nasforge.supernets.masking_layers import BranchedConvBNAct, MaskedConvBNAct
 from nasforge.testing.memory import peak_tensor_bytes
 
 

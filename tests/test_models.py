@@ -27,6 +27,15 @@ def test_forward_backward_every_param_gets_a_grad(name):
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
 
 
+def test_zoo_model_scripts_like_eager():
+    """The optional masks argument of the shared block forward keeps plain models scriptable
+    (FBNetV3 has SE, hswish, dw_padding overrides and skipped expansion convs)."""
+    torch.manual_seed(0)
+    m = create_model("fbnetv3_a", num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(torch.jit.script(m)(x), m(x), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_analytic_counts_equal_the_hook_counter(name):
     # the analytic count (used at full resolution below) is checked against real forward hooks

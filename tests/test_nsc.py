@@ -6,15 +6,14 @@ import torch
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.models.nsc import NSCBlock, unused
 from nasforge.spaces.nsc import (
     KERNELS,
-    NSCBlock,
     NSCConfig,
     NSCSpace,
     check_layer,
     density,
     parse_block,
-    unused,
     valid_next,
 )
 from nasforge.spaces.registry import get_space

@@ -1,6 +1,6 @@
 """Building blocks shared by spaces and models."""
 
-from nasforge.blocks.inverted_residual import InvertedResidual, Skip
+from nasforge.blocks.inverted_residual import InvertedResidual, IRMasks, Skip
 from nasforge.blocks.layers import (
     ChannelShuffle,
     ConvBNAct,
@@ -10,7 +10,8 @@ from nasforge.blocks.layers import (
     SqueezeExcite,
     get_divisible_by,
     make_act,
+    mask_channels,
 )
 
-__all__ = ["InvertedResidual", "Skip", "ChannelShuffle", "ConvBNAct", "DropPath", "HSigmoid",
-           "HSwish", "SqueezeExcite", "get_divisible_by", "make_act"]
+__all__ = ["InvertedResidual", "IRMasks", "Skip", "ChannelShuffle", "ConvBNAct", "DropPath",
+           "HSigmoid", "HSwish", "SqueezeExcite", "get_divisible_by", "make_act", "mask_channels"]

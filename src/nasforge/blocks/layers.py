@@ -1,4 +1,5 @@
-"""Small layers shared by every space and model: conv-BN-act, activations, shuffle, SE, DropPath."""
+"""Small layers shared by every space and model: conv-BN-act, activations, shuffle, SE, DropPath,
+and the channel mask the FBNetV2 masked supernet multiplies feature maps by."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def get_divisible_by(num: float, divisor: int = 8, min_value: int | None = None)
         if ret < 0.95 * num:
             ret += divisor
     return max(ret, min_value)
+
+
+def mask_channels(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``y ∘ M`` over channels: ``m`` is a (C,) vector, cast to ``y``'s dtype (bf16 under
+    autocast). The one place a channel mask is applied (blocks and masked search layers)."""
+    return y * m.view(1, -1, 1, 1).to(y.dtype)
 
 
 class HSigmoid(nn.Module):
@@ -95,9 +102,13 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(mid, channels, 1)
         self.gate = HSigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (the masked supernet only) masks the hidden units after the ReLU."""
         s = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.fc2(self.act(self.fc1(s))))
+        z = self.act(self.fc1(s))
+        if mask is not None:
+            z = mask_channels(z, mask)
+        return x * self.gate(self.fc2(z))
 
 
 class DropPath(nn.Module):

@@ -150,6 +150,21 @@ class FBNetV2Model(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+class FBNetV2Head(nn.Module):
+    """The model's head (last_pw → pool → last_fc → classifier) alone, as one LUT item of the
+    FBNetV2 masking space (dropout is an identity at inference)."""
+
+    def __init__(self, c: int, pw: int, fc: int, num_classes: int) -> None:
+        super().__init__()
+        self.last_pw = ConvBNAct(c, pw, 1, act="hswish")
+        self.last_fc = nn.Sequential(nn.Conv2d(pw, fc, 1, bias=False), HSwish())
+        self.classifier = nn.Linear(fc, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last_pw(x).mean((2, 3), keepdim=True)
+        return self.classifier(self.last_fc(x).flatten(1))
+
+
 def setting_counts(setting: ModelSetting, num_classes: int = 1000, in_channels: int = 3,
                    input_size: int | None = None) -> Counts:
     """MACs and params of a setting, analytically (no forward pass: cheap at 320²). Same

@@ -39,6 +39,9 @@ class SearchSpace(ABC):
 
     #: (in_channels, num_classes) used when a LUT is built without a data set
     default_io: tuple[int, int] = (3, 10)
+    #: the square input resolution the space's networks are designed for (None: a space with
+    #: no network to build, such as a categorical one)
+    input_size: int | None = None
 
     def lut_items(self, num_classes: int, in_channels: int) -> list:
         """Every op of the space to measure for a latency table (``LutItem`` list)."""

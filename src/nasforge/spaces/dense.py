@@ -19,8 +19,8 @@ An architecture is the path and the ops on it::
 
 — the routing blocks after the head block in path order; the path is
 ``[0, *ids, tail]`` and every kept block has exactly one successor. ``build`` turns it into a
-plain network with no search machinery: stem, head block, for each kept block its alignment op
-then its non-skip layers, tail.
+plain network with no search machinery (:class:`nasforge.models.densenas.DenseModel`): stem,
+head block, for each kept block its alignment op then its non-skip layers, tail.
 """
 
 from __future__ import annotations
@@ -31,36 +31,19 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import ConvBNAct, InvertedResidual, Skip
 from nasforge.cost.chained import BlockDAG
 from nasforge.cost.flops import Counts, conv_macs
 from nasforge.cost.lut import LatencyTable, LutItem, LutKey
 from nasforge.errors import UserError
+from nasforge.models.densenas import OPS, DenseModel, PoolFC, make_op, make_stem, make_tail_align
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
 
-#: op name -> (kernel, expansion); ``skip`` is None
-OPS: dict[str, tuple[int, int] | None] = {
-    "k3_e3": (3, 3), "k3_e6": (3, 6), "k5_e3": (5, 3), "k5_e6": (5, 6),
-    "k7_e3": (7, 3), "k7_e6": (7, 6), "skip": None,
-}
 LAYER_OPS: tuple[str, ...] = tuple(OPS)  # basic layers: six MBConv + skip
 ALIGN_OPS: tuple[str, ...] = tuple(o for o in OPS if o != "skip")  # alignment: no skip
-
-
-def make_op(name: str, cin: int, cout: int, stride: int) -> nn.Module:
-    """One candidate op; the same factory serves the supernet and ``build``."""
-    if name not in OPS:
-        raise UserError(f"unknown DenseNAS op {name!r}; choose from {list(OPS)}")
-    spec = OPS[name]
-    if spec is None:
-        return Skip(cin, cout, stride)
-    k, e = spec
-    return InvertedResidual(cin, cout, kernel=k, stride=stride, hidden=cin * e)
 
 
 def _out(h: int, stride: int) -> int:
@@ -178,58 +161,6 @@ SPECS.register("dense-cifar", DenseSpec(
 ))
 
 
-# -- the standalone derived network -------------------------------------------------------------
-class DerivedBlock(nn.Module):
-    """A kept routing block: the alignment op for its one predecessor, then its layers."""
-
-    def __init__(self, align: nn.Module, layers: list[nn.Module]) -> None:
-        super().__init__()
-        self.align = align
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.align(x))
-
-
-def make_stem(spec: DenseSpec, in_channels: int) -> nn.Sequential:
-    """Stem conv 3×3 → head block (MBConv k3 e1, no expansion conv)."""
-    return nn.Sequential(
-        ConvBNAct(in_channels, spec.stem_channels, 3, spec.stem_stride),
-        InvertedResidual(spec.stem_channels, spec.widths[0], kernel=3, stride=1,
-                         hidden=spec.stem_channels, skip_pw_when_equal=True),
-    )
-
-
-def make_tail_align(spec: DenseSpec, i: int) -> ConvBNAct:
-    """The tail's branch for predecessor ``i``: 1×1 conv (+BN+ReLU) to ``last_channels``."""
-    return ConvBNAct(spec.width(i), spec.last_channels, 1, spec.stride(i, spec.num_blocks))
-
-
-class DenseModel(nn.Module):
-    def __init__(self, spec: DenseSpec, blocks: list[dict[str, Any]], num_classes: int,
-                 in_channels: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.stem = make_stem(spec, in_channels)
-        path = [0] + [b["id"] for b in blocks]
-        self.blocks = nn.ModuleList(
-            DerivedBlock(make_op(b["align"], spec.width(i), spec.width(b["id"]),
-                                 spec.stride(i, b["id"])),
-                         [make_op(o, spec.width(b["id"]), spec.width(b["id"]), 1)
-                          for o in b["layers"] if o != "skip"])
-            for i, b in zip(path, blocks)
-        )
-        self.tail = make_tail_align(spec, path[-1])
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(spec.last_channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for b in self.blocks:
-            x = b(x)
-        x = self.tail(x).mean((2, 3))
-        return self.classifier(self.dropout(x))
-
-
 # -- the space --------------------------------------------------------------------------------
 class DenseSpace(SearchSpace):
     def __init__(self, spec: str | DenseSpec = "dense-fmnist") -> None:
@@ -239,6 +170,7 @@ class DenseSpace(SearchSpace):
         self.preds = self.dag.predecessors()
         self.tail = self.dag.tail
         self.default_io = (self.spec.in_channels, self.spec.num_classes)
+        self.input_size = self.spec.input_size
         self._costs: dict[tuple[int, int], DenseCosts] = {}
 
     # -- genes <-> path -------------------------------------------------------------------------
@@ -417,17 +349,6 @@ def op_counts(name: str, cin: int, cout: int, stride: int, h: int) -> Counts:
     return Counts(macs, params)
 
 
-class _PoolFC(nn.Module):
-    """The fixed end of the tail (pool → classifier), as one LUT item."""
-
-    def __init__(self, ch: int, num_classes: int) -> None:
-        super().__init__()
-        self.classifier = nn.Linear(ch, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x.mean((2, 3)))
-
-
 @dataclass
 class DenseCosts:
     """LUT keys of every candidate of the supernet, and MACs/params per key.
@@ -542,7 +463,7 @@ def dense_costs(space: DenseSpace, num_classes: int, in_channels: int) -> DenseC
                         lambda i=i: make_tail_align(sp, i), (cin, h, h)))
     end = add(LutKey("classifier", last, num_classes, hl, hl, 1),
               Counts(last * num_classes, last * num_classes + num_classes),
-              lambda: _PoolFC(last, num_classes), (last, hl, hl))
+              lambda: PoolFC(last, num_classes), (last, hl, hl))
     return DenseCosts(space, align, layers, tail, head, end, counts, builders)
 
 

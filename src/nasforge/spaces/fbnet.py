@@ -3,7 +3,7 @@
 Skeletons are data (:class:`Skeleton` rows ``(channels, repeats, stride)``): the paper's
 ImageNet skeleton (22 searchable layers) and scaled ones for 28×28 and 32×32 inputs. The stride
 of a stage applies to its first layer. An architecture's genes are the list of block names, one
-per searchable layer.
+per searchable layer. ``build`` returns :class:`nasforge.models.fbnet.FBNetModel`.
 """
 
 from __future__ import annotations
@@ -11,39 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import ConvBNAct, InvertedResidual, Skip
+from nasforge.blocks import ConvBNAct
 from nasforge.errors import UserError
+from nasforge.models.fbnet import CANDIDATES, FBNetHead, FBNetModel, make_block
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
 
-#: name -> (kernel, expansion, groups); ``skip`` is None.
-CANDIDATES: dict[str, tuple[int, int, int] | None] = {
-    "k3_e1": (3, 1, 1),
-    "k3_e1_g2": (3, 1, 2),
-    "k3_e3": (3, 3, 1),
-    "k3_e6": (3, 6, 1),
-    "k5_e1": (5, 1, 1),
-    "k5_e1_g2": (5, 1, 2),
-    "k5_e3": (5, 3, 1),
-    "k5_e6": (5, 6, 1),
-    "skip": None,
-}
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATES)
-
-
-def make_block(name: str, cin: int, cout: int, stride: int) -> nn.Module:
-    """One FBNet candidate block; the same factory serves the supernet and ``build``."""
-    if name not in CANDIDATES:
-        raise UserError(f"unknown FBNet block {name!r}; choose from {list(CANDIDATES)}")
-    spec = CANDIDATES[name]
-    if spec is None:
-        return Skip(cin, cout, stride)
-    k, e, g = spec
-    return InvertedResidual(cin, cout, kernel=k, stride=stride, hidden=cin * e, groups=g)
 
 
 @dataclass(frozen=True)
@@ -112,30 +88,6 @@ SKELETONS.register("fbnet-cifar", Skeleton(
 ))
 
 
-class FBNetModel(nn.Module):
-    """A standalone FBNet: stem → one block per layer → 1×1 head → pool → classifier."""
-
-    def __init__(self, skeleton: Skeleton, blocks: list[str], num_classes: int,
-                 in_channels: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.stem = ConvBNAct(in_channels, skeleton.stem_channels, 3, skeleton.stem_stride)
-        self.layers = nn.ModuleList(
-            make_block(b, s.cin, s.cout, s.stride)
-            for b, s in zip(blocks, skeleton.layer_specs())
-        )
-        last = skeleton.stages[-1][0]
-        self.head = ConvBNAct(last, skeleton.head_channels, 1)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(skeleton.head_channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        x = self.head(x).mean((2, 3))
-        return self.classifier(self.dropout(x))
-
-
 class FBNetSpace(SearchSpace):
     def __init__(self, skeleton: str | Skeleton = "fbnet-fmnist") -> None:
         self.skeleton = SKELETONS.get(skeleton) if isinstance(skeleton, str) else skeleton
@@ -143,6 +95,7 @@ class FBNetSpace(SearchSpace):
         self.specs = self.skeleton.layer_specs()
         self.candidates = self.skeleton.candidates
         self.default_io = (self.skeleton.in_channels, self.skeleton.num_classes)
+        self.input_size = self.skeleton.input_size
 
     @property
     def num_layers(self) -> int:
@@ -209,18 +162,6 @@ class FBNetSpace(SearchSpace):
         return cache[num_classes, in_channels].arch_keys(list(arch.genes))
 
 
-class _Head(nn.Module):
-    """The fixed tail (1×1 head conv → pool → classifier), as one LUT item."""
-
-    def __init__(self, cin: int, ch: int, num_classes: int) -> None:
-        super().__init__()
-        self.head = ConvBNAct(cin, ch, 1)
-        self.classifier = nn.Linear(ch, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head(x).mean((2, 3)))
-
-
 def cost_tables(space: FBNetSpace, num_classes: int, in_channels: int):  # noqa: ANN201
     """MACs/params/LUT keys of every (layer, candidate) and of the stem and head."""
     from nasforge.cost.flops import count_module
@@ -250,7 +191,7 @@ def cost_tables(space: FBNetSpace, num_classes: int, in_channels: int):  # noqa:
     fh = sk.final_size()
     last = sk.stages[-1][0]
     head_key = LutKey("head", last, sk.head_channels, fh, fh, 1, extra=f"classes={num_classes}")
-    head_build = lambda: _Head(last, sk.head_channels, num_classes)  # noqa: E731
+    head_build = lambda: FBNetHead(last, sk.head_channels, num_classes)  # noqa: E731
     head_shape = (last, fh, fh)
     items += [LutItem(stem_key, stem_build, stem_shape), LutItem(head_key, head_build, head_shape)]
     fixed = count_module(stem_build(), stem_shape) + count_module(head_build(), head_shape)

@@ -12,10 +12,8 @@ an ``InputResize`` first layer when the resolution is below the data's, hidden w
 ``get_divisible_by(c_in · e, 8)``, and the expansion 1×1 always present (so a searched layer
 at e = 1 is the same conv in the supernet and in the derived model).
 
-The masking primitives live here too: :func:`channel_masks` builds ``M = Σ_i g_i l_i`` for
-every decision (``l_i`` = first ``c_i`` ones), and :func:`masked_ir` runs one shared-weight
-inverted residual at its largest width with its hidden and output channels masked. The choice
-is always an argument, never module state.
+The masked search layers are search machinery and live in
+:mod:`nasforge.supernets.masking_layers`.
 """
 
 from __future__ import annotations
@@ -25,16 +23,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import ConvBNAct, HSwish, InvertedResidual, get_divisible_by
+from nasforge.blocks import ConvBNAct, get_divisible_by
 from nasforge.blocks.resample import InputResize
 from nasforge.cost.effective import conv_out
 from nasforge.cost.lut import LutItem, LutKey
 from nasforge.errors import UserError
 from nasforge.models.fbnetv2 import (
+    FBNetV2Head,
     FBNetV2Model,
     ModelSetting,
     hidden_width,
@@ -121,87 +119,6 @@ SKELETONS.register("fbnetv2-imagenet", MaskingSkeleton(
 ))
 
 
-def channel_masks(widths: tuple[int, ...] | list[int], cmax: int) -> torch.Tensor:
-    """``L`` (K×cmax): row i is ``l_i`` — ``widths[i]`` ones, then zeros."""
-    L = torch.zeros(len(widths), cmax)
-    for i, c in enumerate(widths):
-        L[i, :c] = 1.0
-    return L
-
-
-class MaskedConvBNAct(nn.Module):
-    """A searchable conv layer by channel masking: one conv-BN-act at the largest width,
-    ``y = b(x) ∘ M`` with ``M = Σ_i g_i l_i`` (``g`` given to ``forward``). One forward pass
-    and one feature map whatever the number of width options."""
-
-    def __init__(self, cin: int, widths: tuple[int, ...] | list[int], kernel: int = 3,
-                 stride: int = 1, act: str = "relu") -> None:
-        super().__init__()
-        self.widths = tuple(widths)
-        self.conv = ConvBNAct(cin, max(widths), kernel, stride, act=act)
-        self.register_buffer("L", channel_masks(self.widths, max(widths)), persistent=False)
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return _mask(self.conv(x), g @ self.L)
-
-    def plain(self, width: int) -> ConvBNAct:
-        """The standalone conv of one option, with this layer's weights sliced to it."""
-        c = ConvBNAct(self.conv[0].in_channels, width, self.conv[0].kernel_size[0],
-                      self.conv[0].stride[0], act="relu" if isinstance(self.conv[2], nn.ReLU)
-                      else "hswish" if isinstance(self.conv[2], HSwish) else "none")
-        src = self.conv.state_dict()
-        c.load_state_dict({k: (v[:width] if v.dim() else v) for k, v in src.items()})
-        return c
-
-
-class BranchedConvBNAct(nn.Module):
-    """The naive alternative DMaskingNAS replaces (for benchmarks and tests): one conv per
-    width option, each output zero-padded to the largest width, summed with the weights."""
-
-    def __init__(self, cin: int, widths: tuple[int, ...] | list[int], kernel: int = 3,
-                 stride: int = 1, act: str = "relu") -> None:
-        super().__init__()
-        self.widths, self.cmax = tuple(widths), max(widths)
-        self.branches = nn.ModuleList(ConvBNAct(cin, c, kernel, stride, act=act)
-                                      for c in self.widths)
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        out = None
-        for i, (b, c) in enumerate(zip(self.branches, self.widths)):
-            y = nn.functional.pad(b(x), (0, 0, 0, 0, 0, self.cmax - c)) * g[i]
-            out = y if out is None else out + y
-        return out
-
-
-def _mask(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``y ∘ M`` over channels (M cast to y's dtype: bf16 under autocast)."""
-    return y * m.view(1, -1, 1, 1).to(y.dtype)
-
-
-def masked_ir(b: InvertedResidual, x: torch.Tensor, m_hid: torch.Tensor,
-              m_se: torch.Tensor | None, m_out: torch.Tensor) -> torch.Tensor:
-    """One inverted residual at its largest width, masked: ``y = b(x) ∘ M`` per searched conv.
-
-    The expansion 1×1 and the depthwise conv are masked with the hidden mask (depthwise
-    propagates C̄_in; its BN shift would otherwise leak into masked channels), the SE's hidden
-    units with the SE mask, the projection with the output mask. Masks are (C,) vectors.
-    """
-    y = _mask(b.pw(x), m_hid) if b.pw is not None else x
-    y = _mask(b.dw(y), m_hid)
-    if b.se is not None:
-        s = y.mean((2, 3), keepdim=True)
-        z = b.se.act(b.se.fc1(s))
-        if m_se is not None:
-            z = _mask(z, m_se)
-        y = y * b.se.gate(b.se.fc2(z))
-    y = _mask(b.pwl(y), m_out)
-    if b.use_res:
-        if b.drop_path is not None:
-            y = b.drop_path(y)
-        y = y + x
-    return y
-
-
 @dataclass(frozen=True)
 class BlockSpec:
     """One searched inverted residual: which decisions set its input and output widths."""
@@ -233,6 +150,7 @@ class MaskingSpace(SearchSpace):
         sk = self.skeleton
         self.name = sk.name
         self.default_io = (sk.in_channels, sk.num_classes)
+        self.input_size = sk.input_size
         self.blocks: list[BlockSpec] = []
         prev, prev_name = sk.stem, "stem"
         for si, st in enumerate(sk.stages):
@@ -369,7 +287,7 @@ class MaskingSpace(SearchSpace):
         sk = self.skeleton
         pw = get_divisible_by(c * sk.last_pw, 8)
         key = LutKey("v2head", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
-        return LutItem(key, lambda: _Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+        return LutItem(key, lambda: FBNetV2Head(c, pw, sk.last_fc, num_classes), (c, h, h))
 
     def lut_items(self, num_classes: int, in_channels: int) -> list[LutItem]:
         """Every (option combination, resolution) of every layer."""
@@ -414,25 +332,10 @@ class MaskingSpace(SearchSpace):
                 raise UserError(f"block {b.index}: an SE option exceeds the supernet's")
 
 
-class _Head(nn.Module):
-    """last_pw → pool → last_fc → classifier, as one LUT item."""
-
-    def __init__(self, c: int, pw: int, fc: int, num_classes: int) -> None:
-        super().__init__()
-        self.last_pw = ConvBNAct(c, pw, 1, act="hswish")
-        self.last_fc = nn.Sequential(nn.Conv2d(pw, fc, 1, bias=False), HSwish())
-        self.classifier = nn.Linear(fc, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.last_pw(x).mean((2, 3), keepdim=True)
-        return self.classifier(self.last_fc(x).flatten(1))
-
-
 def register_spaces(register) -> None:  # noqa: ANN001
     for n in SKELETONS.names():
         register(n, lambda n=n: MaskingSpace(n))
 
 
 __all__ = ["MaskingSpace", "MaskingSkeleton", "StageOptions", "SKELETONS", "BlockSpec",
-           "MaskedConvBNAct", "BranchedConvBNAct", "channel_masks", "masked_ir",
            "register_spaces"]
