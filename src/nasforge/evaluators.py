@@ -11,6 +11,13 @@ with FLOPs in millions of multiply-accumulates and Density = edges / nodes of th
 without a block graph contribute no density term). It is a picklable callable
 ``(arch_dict, seed) -> metrics``: process pools and Ray ship it to their workers, which load the
 data set once per process and keep it.
+
+Resource targets (``targets``: ``--flops``/``--params``/``--latency-ms``/``--peak-memory-mb``)
+are enforced, not ignored: each trial's latency is *measured* on the target device when a
+latency target is set, and a trial that misses a target gets ``reward − 1 − violation`` — below
+every trial that meets them (accuracy rewards lie in [−1, 1] for any sane μ, ρ), so the
+strategies learn to avoid such regions and the best trials are feasible ones whenever the
+search found any. ``meets_target`` is stored with the trial.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import torch
 
 from nasforge.arch import Arch
 from nasforge.cost.flops import count_module
+from nasforge.cost.model import CostModel, Costs, MeasuredLatency
+from nasforge.cost.targets import Targets
 from nasforge.data import Dataset, load_dataset
 from nasforge.device import resolve_device
 from nasforge.spaces.base import SearchSpace
@@ -62,6 +71,9 @@ class EarlyStopEvaluator:
     rho: float = 0.01  # (choice) weight of log(Density)
     threads: int | None = None  # torch threads inside a worker process
     recipe: dict[str, Any] = field(default_factory=dict)  # other Recipe fields
+    targets: dict[str, float | None] = field(default_factory=dict)  # Targets.to_dict()
+    target: str = "cpu"  # the device latency targets are measured on
+    latency_threads: int = 1
 
     def reward(self, acc: float, macs: int, density: float | None) -> float:
         r = acc - self.mu * math.log(max(macs, 1) / 1e6)
@@ -82,7 +94,21 @@ class EarlyStopEvaluator:
         recipe = Recipe(**{**self.recipe, "epochs": self.epochs, "budget_s": self.budget_s})
         _, res = train_model(model, data, recipe, seed=seed, progress=False)
         dens = self.space.density(arch) if hasattr(self.space, "density") else None
-        return {"reward": self.reward(res.val_acc, counts.macs, dens), "val_acc": res.val_acc,
-                "flops": counts.macs, "params": counts.params, "density": dens,
-                "epochs": res.epochs, "train_seconds": res.seconds,
-                "seconds": time.perf_counter() - t0}
+        reward = self.reward(res.val_acc, counts.macs, dens)
+        out: dict[str, Any] = {"val_acc": res.val_acc, "flops": counts.macs,
+                               "params": counts.params, "density": dens, "epochs": res.epochs,
+                               "train_seconds": res.seconds}
+        targets = Targets(**self.targets)
+        if targets.any():
+            lat = mem = None
+            if targets.needs_latency:
+                lat = MeasuredLatency(self.space, data.num_classes, data.input_shape,
+                                      target=self.target, threads=self.latency_threads
+                                      ).of_model(model.cpu())
+            if targets.needs_memory:
+                mem = CostModel(self.space, data.num_classes, data.input_shape).peak_memory(arch)
+            v = targets.violation(Costs(counts.macs, counts.params, lat, mem))
+            out.update(latency_ms=lat, peak_memory=mem, violation=v, meets_target=v == 0.0)
+            if v > 0:
+                reward = reward - 1.0 - v
+        return {"reward": reward, **out, "seconds": time.perf_counter() - t0}

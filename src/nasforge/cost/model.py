@@ -46,6 +46,33 @@ class Costs:
 Counter = Callable[[Arch], tuple[int, int]]
 
 
+class MeasuredLatency:
+    """Latency (ms) of an architecture *measured* on the target device, cached per
+    architecture: the cost model of spaces without a latency table (the sample-based spaces),
+    so a latency target is enforced on the device rather than ignored."""
+
+    def __init__(self, space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], *,
+                 target: str = "cpu", threads: int = 1, warmup: int = 10,
+                 repeats: int = 50) -> None:
+        self.space, self.num_classes, self.input_shape = space, num_classes, tuple(input_shape)
+        self.target, self.threads, self.warmup, self.repeats = target, threads, warmup, repeats
+        self._ms: dict[str, float] = {}
+
+    def of_model(self, model: Any) -> float:
+        from nasforge.cost.measure import measure_latency
+
+        return measure_latency(model, self.input_shape, target=self.target,
+                               threads=self.threads, warmup=self.warmup,
+                               repeats=self.repeats) / 1000.0
+
+    def __call__(self, arch: Arch) -> float:
+        k = arch.key()
+        if k not in self._ms:
+            self._ms[k] = self.of_model(
+                self.space.build(arch, self.num_classes, int(self.input_shape[0])))
+        return self._ms[k]
+
+
 class CostModel:
     """Costs of ``space``'s architectures for ``num_classes`` outputs and ``input_shape`` inputs.
 
@@ -53,11 +80,14 @@ class CostModel:
     ``lut`` the latency table of the target (needed for ``latency`` and for latency targets).
     ``counter`` may replace the default MACs/params count (building the model and counting
     it, cached per architecture) with an analytic one that gives the same numbers faster.
+    ``latency`` (ms per architecture, e.g. :class:`MeasuredLatency`) prices latency where
+    there is no table.
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, input_shape: tuple[int, ...], *,
                  kind: str = "flops", lut: LatencyTable | None = None,
-                 counter: Counter | None = None) -> None:
+                 counter: Counter | None = None,
+                 latency: Callable[[Arch], float] | None = None) -> None:
         if kind not in LOSS_UNITS:
             raise UserError(f"unknown cost {kind!r}; choose from {sorted(LOSS_UNITS)}")
         if kind == "latency" and lut is None:
@@ -69,6 +99,7 @@ class CostModel:
         self.in_channels = int(input_shape[0])
         self.kind = kind
         self.lut = lut
+        self._latency = latency
         analytic = getattr(space, "analytic_counts", None)
         self._counter = counter or (analytic(num_classes, self.in_channels) if analytic else None)
         self._counts: dict[str, tuple[int, int]] = {}
@@ -88,9 +119,10 @@ class CostModel:
         return self._counts[k]
 
     def latency_ms(self, arch: Arch) -> float | None:
-        """The LUT's prediction (Σ corrected entries + one call overhead), in ms."""
+        """The LUT's prediction (Σ corrected entries + one call overhead), in ms; without a
+        table, the ``latency`` function's value (or None)."""
         if self.lut is None:
-            return None
+            return None if self._latency is None else float(self._latency(arch))
         keys = self.space.lut_keys(arch, self.num_classes, self.in_channels)
         return self.lut.predict(keys) / 1000.0
 

@@ -9,21 +9,16 @@ shared finish stage. ``--resume RUN_DIR`` continues a killed search.
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from nasforge.cost.model import CostModel, MeasuredLatency
+from nasforge.cost.targets import Targets
 from nasforge.errors import UserError
 from nasforge.evaluators import DataSpec, EarlyStopEvaluator
-from nasforge.methods.common import (
-    Finish,
-    SearchSettings,
-    add_common_arguments,
-    finish,
-    settings_from_args,
-    setup,
-)
+from nasforge.methods.common import setup
+from nasforge.methods.finish import Finish, finish
+from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import EXECUTORS, create_executor
 from nasforge.run.rundir import RunDir
@@ -38,28 +33,30 @@ STRATEGY_OF = {"blockqnn": "qlearning", "evolution": "evolution", "reinforce": "
 
 @dataclass
 class SampleSettings(SearchSettings):
-    space: str = "nsc-fast"
-    final_space: str | None = None  # e.g. nsc-fast-n2: stack the found block twice per stage
-    executor: str = "local"
-    workers: int = 2
-    ray_address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_trials: int = 200
-    max_retries: int = 2
-    eval_epochs: int = 3
-    eval_budget: float | None = None  # seconds per trial
-    eval_lr: float = 0.05
-    eval_batch_size: int = 64
-    mu: float = 0.01
-    rho: float = 0.01
-    top: int = 1
-    strategy_options: dict[str, Any] = field(default_factory=dict)
+    space: str = opt("nsc-fast", "NSC space: nsc | nsc-n2 | nsc-fast (stride-2 stem, default) "
+                     "| nsc-fast-n2")
+    final_space: str | None = opt(None, "space to train the best block in (e.g. nsc-fast-n2 "
+                                  "stacks it twice per stage); default: the search space")
+    executor: str = opt("local", "where trials run", lambda: list(EXECUTORS))
+    workers: int = opt(2, "trials in flight (process / ray)")
+    ray_address: str | None = opt(None, "an existing Ray cluster (default: start one locally)")
+    cpus_per_trial: float = opt(1.0, "CPUs per trial (process / ray)")
+    gpus_per_trial: float = opt(0.0, "GPUs per trial (ray)")
+    max_trials: int = opt(200, "trials to run")
+    max_retries: int = opt(2, "re-runs of a trial whose worker died")
+    eval_epochs: int = opt(3, "early-stop epochs per trial")
+    eval_budget: float | None = opt(None, "seconds per trial")
+    eval_lr: float = opt(0.05, "learning rate of the trial trainings")
+    eval_batch_size: int = opt(64, "batch size of the trial trainings")
+    mu: float = opt(0.01, "reward weight of log(MFLOPs)")
+    rho: float = opt(0.01, "reward weight of log(Density)")
+    top: int = opt(1, "best trials ranked from scratch by the finish stage")
+    strategy_options: dict[str, Any] = opt(
+        {}, 'JSON of strategy options, e.g. \'{"alpha": 0.01, "replay": 32}\' (qlearning), '
+        '\'{"population": 20, "sample_size": 5}\' (evolution), \'{"lr": 6e-4}\' (reinforce)')
 
     def validate(self) -> None:
-        super().validate()
-        if self.executor not in EXECUTORS:
-            raise UserError(f"--executor must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        super().validate()  # --executor is checked against its choices there
         if self.workers < 1 or self.max_trials < 1 or self.eval_epochs < 1 or self.top < 1:
             raise UserError("--workers, --max-trials, --eval-epochs and --top must be ≥ 1")
 
@@ -81,10 +78,12 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     recipe = {**s.extra.get("recipe", {}), "lr": s.eval_lr, "batch_size": s.eval_batch_size,
               "label_smoothing": 0.0}
     remote = s.executor != "local"
+    targets = Targets.from_settings(s)
     ev = EarlyStopEvaluator(space, DataSpec(s.dataset, s.data_dir, s.subset, s.seed, str(dev)),
                             epochs=s.eval_epochs, budget_s=s.eval_budget, mu=s.mu, rho=s.rho,
                             threads=max(1, int(s.cpus_per_trial)) if remote else None,
-                            recipe=recipe)
+                            recipe=recipe, targets=targets.to_dict(), target=s.target,
+                            latency_threads=s.threads)
     strategy = create_strategy(STRATEGY_OF[s.method], space, seed=s.seed, options=_options(s))
     store = TrialStore(rd.file("trials.sqlite"))
     cfg = EngineConfig(max_trials=s.max_trials, budget_s=s.budget, max_retries=s.max_retries,
@@ -108,44 +107,15 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
                           for t in store.trials()]}
     store.close()
     rd.write_json("search.json", summary)
-    result = finish(s, rd, data, Finish(space=final_space, candidates=cands,
-                                        predict_latency_ms=None, search_seconds=res.elapsed_s,
-                                        search_epochs=res.done, extra={"search": summary}))
+    result = finish(s, rd, data, Finish(
+        space=final_space, candidates=cands,
+        cost_model=CostModel(final_space, data.num_classes, data.input_shape, latency=(
+            MeasuredLatency(final_space, data.num_classes, data.input_shape, target=s.target,
+                            threads=s.threads) if targets.needs_latency else None)),
+        targets=targets, search_seconds=res.elapsed_s,
+        search_epochs=res.done, extra={"search": summary}))
     if summary["best_block"]:
         with open(rd.file("report.md"), "a") as f:
             f.write(f"\n## Best block ({res.done} trials, best reward "
                     f"{res.best.reward:.4f})\n\n```\n{summary['best_block']}\n```\n")
     return result
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p)
-    p.set_defaults(train_epochs=15)  # the final training stays short on CPU
-    a = p.add_argument
-    a("--space", default="nsc-fast", help="NSC space: nsc | nsc-n2 | nsc-fast (stride-2 stem, "
-      "default) | nsc-fast-n2")
-    a("--final-space", default=None, help="space to train the best block in (e.g. nsc-fast-n2 "
-      "stacks it twice per stage); default: the search space")
-    a("--executor", default="local", choices=list(EXECUTORS))
-    a("--workers", type=int, default=2, help="trials in flight (process / ray)")
-    a("--ray-address", default=None, help="an existing Ray cluster (default: start one locally)")
-    a("--cpus-per-trial", type=float, default=1.0)
-    a("--gpus-per-trial", type=float, default=0.0)
-    a("--max-trials", type=int, default=200)
-    a("--max-retries", type=int, default=2, help="re-runs of a trial whose worker died")
-    a("--eval-epochs", type=int, default=3, help="early-stop epochs per trial")
-    a("--eval-budget", type=float, default=None, help="seconds per trial")
-    a("--eval-lr", type=float, default=0.05)
-    a("--eval-batch-size", type=int, default=64)
-    a("--mu", type=float, default=0.01, help="reward weight of log(MFLOPs)")
-    a("--rho", type=float, default=0.01, help="reward weight of log(Density)")
-    a("--top", type=int, default=1, help="best trials ranked from scratch by the finish stage")
-    a("--strategy-options", type=json.loads, default={},
-      help='JSON of strategy options, e.g. \'{"alpha": 0.01, "replay": 32}\' (qlearning), '
-           '\'{"population": 20, "sample_size": 5}\' (evolution), \'{"lr": 6e-4}\' (reinforce)')
-
-
-def main(args: argparse.Namespace) -> dict:
-    s, rd = settings_from_args(SampleSettings, args.method, args)
-    assert isinstance(s, SampleSettings)
-    return run(s, rd)

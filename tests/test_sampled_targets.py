@@ -1,0 +1,45 @@
+"""Sample-based methods enforce resource targets: each trial's latency is measured on the
+target device and a trial that misses a target is ranked below every trial that meets it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nasforge.cost.targets import Targets
+from nasforge.evaluators import DataSpec, EarlyStopEvaluator
+from nasforge.spaces.registry import get_space
+
+
+@pytest.fixture(scope="module")
+def arch_and_space():
+    space = get_space("nsc-fast")
+    return space, space.sample(np.random.default_rng(0))
+
+
+def _evaluate(space, arch, **targets):  # noqa: ANN001, ANN202
+    ev = EarlyStopEvaluator(space, DataSpec("digits", subset=120), epochs=1,
+                            recipe={"batch_size": 32, "flip": False},
+                            targets=Targets(**targets).to_dict())
+    return ev(arch.to_dict(), 0)
+
+
+def test_a_missed_latency_target_is_measured_and_penalised(arch_and_space):
+    space, arch = arch_and_space
+    free = _evaluate(space, arch)
+    assert "latency_ms" not in free  # no target: nothing measured
+    tight = _evaluate(space, arch, latency_ms=1e-6)
+    loose = _evaluate(space, arch, latency_ms=1e6)
+    assert tight["latency_ms"] > 0 and loose["latency_ms"] > 0
+    assert tight["meets_target"] is False and loose["meets_target"] is True
+    assert loose["reward"] == pytest.approx(free["reward"])
+    assert tight["reward"] < free["reward"] - 1.0  # below every feasible reward
+
+
+def test_a_missed_flops_target_is_penalised_by_its_violation(arch_and_space):
+    space, arch = arch_and_space
+    free = _evaluate(space, arch)
+    half = _evaluate(space, arch, flops=free["flops"] / 2)
+    assert half["meets_target"] is False
+    assert half["violation"] == pytest.approx(1.0)
+    assert half["reward"] == pytest.approx(free["reward"] - 2.0)
