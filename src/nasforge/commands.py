@@ -9,28 +9,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.spaces.base import SearchSpace
 
 
-def _load_arch(source: str) -> tuple[Arch, Path]:
+def _load_arch(source: str) -> tuple[Arch, SearchSpace, Path]:
+    """An ARCH.json (or a run directory's arch.json), checked against its space: a bad file is
+    one UserError naming it (:mod:`nasforge.files`)."""
+    from nasforge.files import ARCH_FIX, parse_as
+    from nasforge.spaces.registry import get_space
+
     p = Path(source)
     if p.is_dir():
         p = p / "arch.json"
-    return Arch.load(p), p.parent
+    arch = Arch.load(p)
+    space = parse_as(p, "arch file", ARCH_FIX, arch, lambda a: get_space(a.space))
+    parse_as(p, "arch file", ARCH_FIX, arch, space.validate)
+    return arch, space, p.parent
 
 
 def _recipe(path: str | None, **over: object):  # noqa: ANN202
+    from nasforge.files import load_recipe
     from nasforge.train.trainer import Recipe
 
-    d: dict = {}
-    if path:
-        text = Path(path).read_text()
-        d = yaml.safe_load(text) if path.endswith((".yml", ".yaml")) else json.loads(text)
-        if not isinstance(d, dict):
-            raise UserError(f"recipe {path!r} must be a mapping of Recipe fields")
+    d = load_recipe(path) if path else {}
     d.update({k: v for k, v in over.items() if v is not None})
     return Recipe.from_dict(d)
 
@@ -40,9 +44,11 @@ def train(args: argparse.Namespace) -> None:
     from nasforge.data import load_dataset
     from nasforge.device import resolve_device, seed_everything
     from nasforge.run.rundir import RunDir
-    from nasforge.spaces.registry import get_space
     from nasforge.train.trainer import train_model
 
+    if args.model is None and args.arch:  # a bad file fails before any data is loaded
+        arch, space, _ = _load_arch(args.arch)
+    recipe = _recipe(args.recipe, epochs=args.epochs, budget_s=args.budget)
     seed_everything(args.seed)
     dev = resolve_device(args.device)
     data = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
@@ -54,8 +60,6 @@ def train(args: argparse.Namespace) -> None:
                              in_channels=data.input_shape[0])
         arch_desc: dict = {"model": args.model}
     elif args.arch:
-        arch, _ = _load_arch(args.arch)
-        space = get_space(arch.space)
         model = space.build(arch, data.num_classes, data.input_shape[0])
         arch_desc = arch.to_dict()
     else:
@@ -65,7 +69,6 @@ def train(args: argparse.Namespace) -> None:
     out = args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
     rd = RunDir(out)
     rd.path.mkdir(parents=True, exist_ok=True)
-    recipe = _recipe(args.recipe, epochs=args.epochs, budget_s=args.budget)
     model, res = train_model(model, data, recipe, seed=args.seed,
                              checkpoint=rd.file("train.ckpt"), progress=not args.no_progress)
     torch.save(model.cpu().state_dict(), rd.file("model.pt"))
@@ -81,10 +84,8 @@ def train(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     from nasforge.data import load_dataset
     from nasforge.export import export_onnx, export_torchscript, load_state
-    from nasforge.spaces.registry import get_space
 
-    arch, folder = _load_arch(args.source)
-    space = get_space(arch.space)
+    arch, space, folder = _load_arch(args.source)
     if args.input_shape:
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -97,8 +98,15 @@ def export(args: argparse.Namespace) -> None:
         d = load_dataset(args.dataset)
         shape, classes = d.input_shape, d.num_classes
     else:
+        from nasforge.files import read_json
+        from nasforge.run.rundir import CONFIG_FIX
+
         cfg = folder / "config.json"
-        ds = json.loads(cfg.read_text())["dataset"] if cfg.is_file() else None
+        ds = read_json(cfg, "run configuration", CONFIG_FIX).get("dataset") \
+            if cfg.exists() else None
+        if ds is not None and not isinstance(ds, str):
+            raise UserError(f"cannot read run configuration {str(cfg)!r}: its 'dataset' is "
+                            f"{ds!r}, not a name; {CONFIG_FIX}")
         if ds is None:
             raise UserError("give --dataset or --input-shape C,H,W to fix the input shape")
         d = load_dataset(ds)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nasforge.cost.measure import onnx_bytes, ort_session
-from nasforge.errors import UserError
+from nasforge.files import fail, load_checkpoint
 
 
 def export_torchscript(model: nn.Module, input_shape: tuple[int, ...], path: str | Path,
@@ -46,12 +46,17 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     return diff
 
 
+WEIGHTS_FIX = "give the model.pt that `nasforge train` or `nasforge search` wrote (--weights)"
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict saved by nasforge (``weights_only`` — never arbitrary pickles)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} does not exist")
-    sd = torch.load(p, map_location="cpu", weights_only=True)
+    """A model state dict saved by nasforge (``model.pt``, or the ``model`` entry of a training
+    checkpoint), read through :func:`nasforge.files.load_checkpoint` (``weights_only``)."""
+    sd = load_checkpoint(path, "model weights", WEIGHTS_FIX)
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
+    if not isinstance(sd, dict) or not sd or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise fail("model weights", path, "it is not a model state dict (name -> tensor)",
+                   WEIGHTS_FIX)
     return sd

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import types
 import typing
 import zipfile
@@ -36,6 +37,7 @@ T = TypeVar("T")
 
 ARCH_FIX = "give the arch.json a `nasforge search` or `nasforge train` run wrote"
 RECIPE_FIX = "give a YAML (.yml/.yaml) or JSON mapping of Recipe fields"
+RESUME_FIX = "delete it to run this stage again from its start (the rest of the run is kept)"
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -57,9 +59,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 # -- reading ------------------------------------------------------------------------------------
 
-def fail(what: str, path: str | Path, problem: str, fix: str) -> UserError:
-    """The error every reader raises: it names the kind of file, the file and the fix."""
-    return UserError(f"cannot read {what} {str(path)!r}: {problem}; {fix}")
+def fail(what: str, path: str | Path, problem: str, fix: str = "") -> UserError:
+    """The error every reader raises: it names the kind of file, the file and the fix (``fix``
+    empty: ``problem`` already says it)."""
+    return UserError(f"cannot read {what} {str(path)!r}: {problem}" + (f"; {fix}" if fix else ""))
 
 
 def _check_file(p: Path, what: str, fix: str) -> None:
@@ -132,7 +135,7 @@ def read_mapping(path: str | Path, what: str, fix: str) -> dict[str, Any]:
 
 def parse_as(path: str | Path, what: str, fix: str, data: Any, parse: Callable[[Any], T]) -> T:
     """``parse(data)``; a UserError (or a KeyError/TypeError/ValueError of a foreign file) is
-    reported against the file."""
+    reported against the file (``fix`` empty: the parser's own message says how to fix it)."""
     try:
         return parse(data)
     except UserError as e:
@@ -147,7 +150,10 @@ def check_fields(data: dict[str, Any], cls: type, what: str = "") -> None:
     ``cls`` or whose JSON value does not have the field's type (int/float/bool/str/list/dict,
     optional or not); fields with other types are not checked."""
     assert is_dataclass(cls)
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation only a type checker resolves: names only
+        hints = {}
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -207,7 +213,12 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     from nasforge.train.trainer import Recipe
 
     data = read_mapping(path, "recipe", RECIPE_FIX)
-    parse_as(path, "recipe", RECIPE_FIX, data, lambda d: check_fields(d, Recipe, "recipe"))
+
+    def check(d: dict[str, Any]) -> None:
+        check_fields(d, Recipe, "recipe")
+        Recipe.from_dict(d)  # its own range checks, reported against this file
+
+    parse_as(path, "recipe", RECIPE_FIX, data, check)
     return data
 
 
@@ -215,20 +226,21 @@ def load_checkpoint(path: str | Path, what: str, fix: str, *, keys: Iterable[str
                     map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` of a nasforge checkpoint; ``keys`` are the entries a
     checkpoint of this kind must hold (a foreign or corrupt file is refused, not half-used)."""
+    import io
+
     import torch
 
     p = Path(path)
-    _check_file(p, what, fix)
+    raw = read_bytes(p, what, fix)
+    if not zipfile.is_zipfile(io.BytesIO(raw)):  # torch.save writes a zip archive
+        raise fail(what, p, "it is not a readable PyTorch checkpoint (not a zip archive: "
+                            "corrupt, truncated or another kind of file)", fix)
     try:
-        with open(p, "rb"):
-            pass
-    except OSError as e:
-        raise fail(what, p, f"it cannot be opened ({e.strerror or e})", fix) from None
-    try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
+        data = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused an object: not ours
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise fail(what, p, f"it holds objects a nasforge checkpoint never does ({first})",
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        detail = f"e.g. {m.group(1)}" if m else "refused by weights_only loading"
+        raise fail(what, p, f"it holds objects a nasforge checkpoint never does ({detail})",
                    fix) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

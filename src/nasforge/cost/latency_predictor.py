@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from nasforge.cost.lut import LatencyTable, LutKey
-from nasforge.jsonio import write_json_atomic
+from nasforge.files import parse_as, read_json, write_json_atomic
 
 PREDICTOR_SCHEMA = 1
+PREDICTOR_FIX = "recalibrate it with `nasforge lut validate --recalibrate`"
 #: the candidate forms, simplest first: (name, per-op groups?, fit scale?, fit offset?)
 FORMS: dict[str, tuple[bool, bool, bool]] = {
     "intercept": (False, False, False),
@@ -115,9 +116,14 @@ class LatencyPredictor:
     def from_dict(cls, d: dict[str, Any]) -> LatencyPredictor:
         from nasforge.errors import UserError
 
+        if "form" not in d or "intercept" not in d:
+            raise UserError("it is not a latency predictor (no 'form' / 'intercept')")
         if d.get("schema") != PREDICTOR_SCHEMA or d.get("form") not in FORMS:
             raise UserError(f"latency predictor file has schema {d.get('schema')!r} / form "
                             f"{d.get('form')!r}; recalibrate it with `nasforge lut validate`")
+        for name in ("scale", "offset", "fingerprint", "calibration"):
+            if not isinstance(d.get(name, {}), dict):
+                raise UserError(f"its field {name!r} must be a JSON object")
         return cls(form=d["form"], intercept=float(d["intercept"]),
                    scale={k: float(v) for k, v in d.get("scale", {}).items()},
                    offset={k: float(v) for k, v in d.get("offset", {}).items()},
@@ -128,13 +134,14 @@ class LatencyPredictor:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> LatencyPredictor:
-        from nasforge.errors import UserError
-
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"cannot read latency predictor {str(path)!r}: {e}") from None
+    def load(cls, path: str | Path, table: LatencyTable | None = None) -> LatencyPredictor:
+        """The predictor in ``path`` (any unreadable or foreign file is one UserError naming
+        it); with ``table``, refused unless it was calibrated on that very table."""
+        data = read_json(path, "latency predictor", PREDICTOR_FIX)
+        pred = parse_as(path, "latency predictor", PREDICTOR_FIX, data, cls.from_dict)
+        if table is not None:
+            parse_as(path, "latency predictor", "", None, lambda _: pred.check_table(table))
+        return pred
 
 
 def predictor_path(table_path: str | Path) -> Path:

@@ -43,9 +43,11 @@ from nasforge.cost.measure import (
     probe_module,
 )
 from nasforge.errors import UserError
-from nasforge.jsonio import write_json_atomic
+from nasforge.files import parse_as, read_json, write_json_atomic
 
 SCHEMA = 1
+LUT_FIX = ("rebuild it with `nasforge lut build` (or delete it: it is re-measured when next "
+           "needed)")
 
 
 @dataclass(frozen=True, order=True)
@@ -145,22 +147,43 @@ class LatencyTable:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> LatencyTable:
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"cannot read latency table {str(p)!r}: {e}") from None
+    def from_dict(cls, d: dict[str, Any]) -> LatencyTable:
+        """A table from its JSON form; anything else (another kind of file, another schema,
+        a field of the wrong type) is a UserError saying which."""
+        if "entries" not in d or "fingerprint" not in d:
+            raise UserError("it is not a latency table (no 'entries' / 'fingerprint')")
         if d.get("schema") != SCHEMA:
-            raise UserError(f"latency table {str(p)!r} has schema {d.get('schema')!r}; this "
-                            f"nasforge reads schema {SCHEMA}: rebuild it")
+            raise UserError(f"it has schema {d.get('schema')!r}; this nasforge reads schema "
+                            f"{SCHEMA}")
         if d.get("unit") != "us":
-            raise UserError(f"latency table {str(p)!r} has unit {d.get('unit')!r}, expected 'us'")
+            raise UserError(f"it has unit {d.get('unit')!r}, expected 'us'")
+        for name, kind in (("space", str), ("target", str), ("fingerprint", dict),
+                           ("entries", dict), ("extra", dict)):
+            if name in d and not isinstance(d[name], kind):
+                raise UserError(f"its field {name!r} must be a JSON "
+                                f"{'object' if kind is dict else 'string'}")
+        bad = [k for k, v in d["entries"].items()
+               if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise UserError(f"entry {bad[0]!r} is not a number of microseconds")
         return cls(space=d["space"], target=d["target"], fingerprint=d["fingerprint"],
                    entries={k: float(v) for k, v in d["entries"].items()},
                    overhead_us=float(d.get("overhead_us", 0.0)),
                    statistic=d.get("statistic", "median"), warmup=int(d.get("warmup", 10)),
                    repeats=int(d.get("repeats", 50)), extra=d.get("extra", {}))
+
+    @classmethod
+    def load(cls, path: str | Path, space: str | None = None,
+             fingerprint: dict[str, Any] | None = None) -> LatencyTable:
+        """The table in ``path`` (through :mod:`nasforge.files`: any unreadable or foreign file
+        is one UserError naming it); with ``space``/``fingerprint``, refused unless it was
+        built for that space on that device."""
+        data = read_json(path, "latency table", LUT_FIX)
+        table = parse_as(path, "latency table", LUT_FIX, data, cls.from_dict)
+        if space is not None:
+            parse_as(path, "latency table", "", None,
+                     lambda _: table.check_compatible(space, fingerprint or table.fingerprint))
+        return table
 
 
 def measure_overhead(target: str, threads: int, input_shape: tuple[int, int, int],
@@ -230,9 +253,8 @@ def load_or_build(space: str, items: list[LutItem], *, target: str = "cpu", thre
     fp = device_fingerprint(target, threads, batch, dtype, clock)
     p = Path(path) if path else cache_path(space, fp, statistic)
     table = None
-    if p.is_file():
-        table = LatencyTable.load(p)
-        table.check_compatible(space, fp)
+    if p.exists():
+        table = LatencyTable.load(p, space, fp)
     n_before = len(table.entries) if table else -1
     table = build_table(space, items, target=target, threads=threads, statistic=statistic,
                         table=table, progress=progress, batch=batch, dtype=dtype, clock=clock)

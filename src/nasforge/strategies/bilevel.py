@@ -333,6 +333,9 @@ class SupernetTrainer:
         """Load the checkpoint if there is one; True when resumed."""
         if self.checkpoint is None or not self.checkpoint.is_file():
             return False
-        self.load_state_dict(torch.load(self.checkpoint, map_location=self.device,
-                                        weights_only=True))
+        from nasforge.files import RESUME_FIX, load_checkpoint
+
+        self.load_state_dict(load_checkpoint(
+            self.checkpoint, "supernet checkpoint", RESUME_FIX, map_location=self.device,
+            keys=("net", "w_opt", "a_opt", "loop", "data_gen", "aug_gen", "gumbel_gen", "rng")))
         return True

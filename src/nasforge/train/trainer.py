@@ -20,6 +20,7 @@ from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices, default_batch_size
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
+from nasforge.files import RESUME_FIX, load_checkpoint
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
 from nasforge.train.evaluate import accuracy
 from nasforge.train.schedules import cosine_lr, set_lr
@@ -206,7 +207,10 @@ class Trainer:
     def resume(self) -> bool:
         if self.checkpoint is None or not self.checkpoint.is_file():
             return False
-        sd = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        sd = load_checkpoint(self.checkpoint, "training checkpoint", RESUME_FIX,
+                             map_location=self.device,
+                             keys=("model", "opt", "ema", "gen", "epoch", "planned_epochs",
+                                   "elapsed_s", "history", "rng"))
         self.model.load_state_dict(sd["model"])
         self.opt.load_state_dict(sd["opt"])
         if self.ema_model is not None and sd["ema"] is not None:
