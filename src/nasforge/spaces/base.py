@@ -43,6 +43,12 @@ class SearchSpace(ABC):
     #: no network to build, such as a categorical one)
     input_size: int | None = None
 
+    def check_space(self, arch: Arch) -> None:
+        """The first check of every ``validate``: ``arch`` names this space."""
+        if arch.space != self.name:
+            raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r} "
+                            "(an architecture is rebuilt in the space it was found in)")
+
     def lut_items(self, num_classes: int, in_channels: int) -> list:
         """Every op of the space to measure for a latency table (``LutItem`` list)."""
         raise UserError(f"space {self.name!r} has no latency table support")

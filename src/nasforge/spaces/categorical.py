@@ -52,8 +52,7 @@ class CategoricalSpace(SearchSpace):
 
     # -- SearchSpace --------------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
-        if arch.space != self.name:
-            raise UserError(f"arch is for space {arch.space!r}, not {self.name!r}")
+        self.check_space(arch)
         g = arch.genes
         if not isinstance(g, dict) or set(g) != set(self.names):
             raise UserError(f"a configuration needs exactly the decisions {self.names}, got "

@@ -239,8 +239,7 @@ class DenseSpace(SearchSpace):
         return np.concatenate(parts)
 
     def validate(self, arch: Arch) -> None:
-        if arch.space != self.name:
-            raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r}")
+        self.check_space(arch)
         g = arch.genes
         if (not isinstance(g, dict) or set(g) != {"blocks"}
                 or not isinstance(g["blocks"], (list, tuple))):

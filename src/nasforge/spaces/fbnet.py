@@ -125,8 +125,7 @@ class FBNetSpace(SearchSpace):
         return v.ravel()
 
     def validate(self, arch: Arch) -> None:
-        if arch.space != self.name:
-            raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r}")
+        self.check_space(arch)
         g = arch.genes
         if not isinstance(g, (list, tuple)):
             raise UserError(f"arch field 'genes' must be a list of block names, got "

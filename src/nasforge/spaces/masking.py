@@ -212,8 +212,7 @@ class MaskingSpace(SearchSpace):
         return np.concatenate(parts)
 
     def validate(self, arch: Arch) -> None:
-        if arch.space != self.name:
-            raise UserError(f"arch field 'space' is {arch.space!r}, expected {self.name!r}")
+        self.check_space(arch)
         g = arch.genes
         keys = {"resolution", "stem", "widths", "expansions"}
         if not isinstance(g, dict) or set(g) != keys:

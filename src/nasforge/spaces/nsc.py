@@ -157,8 +157,7 @@ class NSCSpace(SearchSpace):
 
     # -- the code ---------------------------------------------------------------------------
     def layers(self, arch: Arch) -> list[Layer]:
-        if arch.space != self.name:
-            raise UserError(f"arch is for space {arch.space!r}, not {self.name!r}")
+        self.check_space(arch)
         return parse_block(arch.genes, self.max_layers)
 
     def arch(self, layers: list[Layer] | list[list]) -> Arch:
