@@ -4,32 +4,64 @@ input (a :class:`~nasforge.errors.UserError`) prints one line and exits with sta
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nasforge.errors import UserError
 
-#: search method -> pipeline module (each has add_arguments(parser) and main(args))
-METHODS: dict[str, str] = {
-    "fbnet": "nasforge.methods.fbnet",
-    "densenas": "nasforge.methods.densenas",
-    "blockqnn": "nasforge.methods.sampled",
-    "evolution": "nasforge.methods.sampled",
-    "reinforce": "nasforge.methods.sampled",
-    "random": "nasforge.methods.sampled",
-    "fbnetv2": "nasforge.methods.fbnetv2",
-}
+
+def _json_object(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text!r}") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is expected, got {text!r}")
+    return v
 
 
-def _method_module(name: str):  # noqa: ANN202
-    return importlib.import_module(METHODS[name])
+def _add_option(p: argparse.ArgumentParser, o: Any) -> None:
+    """One flag from one settings field (:class:`nasforge.methods.settings.Option`)."""
+    shown = "" if "default" in o.help else f" (default: {o.default})"
+    if o.type is bool:
+        if o.default:  # on by default: the flag turns it off
+            p.add_argument("--no-" + o.flag[2:], dest=o.name, action="store_false",
+                           help=f"turn off {o.help}".replace("%", "%%"))
+        else:
+            p.add_argument(o.flag, dest=o.name, action="store_true",
+                           help=o.help.replace("%", "%%"))
+        return
+    kind = _json_object if o.type is dict else None if o.type is str else o.type
+    p.add_argument(o.flag, dest=o.name, type=kind, choices=o.choices,
+                   metavar="JSON" if o.type is dict else None,
+                   help=(o.help + shown).replace("%", "%%"))
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    from nasforge.methods.registry import METHODS
+    from nasforge.methods.settings import options
+
+    ps = sub.add_parser("search", help="search an architecture, train, export and measure it")
+    msub = ps.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name, spec in METHODS.items():
+        # only the flags given reach nasforge.search: the defaults live in the settings class
+        mp = msub.add_parser(name, help=spec.summary, description=spec.summary,
+                             argument_default=argparse.SUPPRESS)
+        for o in options(spec.settings_cls):
+            if o.cli:
+                _add_option(mp, o)
+        mp.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run with the settings it was started with")
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a ``search`` command line gives (``--resume`` and the command aside)."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "method", "resume")}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from nasforge.methods.common import add_common_arguments  # noqa: F401 (doc reference)
-
     p = sub.add_parser("train", help="train an architecture (or a named model) from scratch")
     p.add_argument("arch", nargs="?", help="ARCH.json (or a run directory holding arch.json)")
     p.add_argument("--model", default=None, help="a named model of the zoo instead of ARCH.json")
@@ -81,11 +113,7 @@ def _add_lut(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nasforge", description="hardware-aware NAS")
     sub = ap.add_subparsers(dest="command", required=True)
-    ps = sub.add_parser("search", help="search an architecture, train, export and measure it")
-    msub = ps.add_subparsers(dest="method", required=True, metavar="METHOD")
-    for name in METHODS:
-        mp = msub.add_parser(name, help=f"{name} search")
-        _method_module(name).add_arguments(mp)
+    _add_search(sub)
     _add_train(sub)
     _add_export(sub)
     _add_lut(sub)
@@ -99,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.command == "search":
-            res = _method_module(args.method).main(args)
+            from nasforge.methods.api import search
+
+            res = search(args.method, resume=getattr(args, "resume", None),
+                         **settings_from_args(args))
             print(json.dumps({k: res[k] for k in ("test_acc", "params", "flops", "latency_ms")}))
         else:
             from nasforge import commands

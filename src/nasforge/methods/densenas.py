@@ -11,7 +11,6 @@ widths and strides the path keeps.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from nasforge.arch import Arch
@@ -20,12 +19,8 @@ from nasforge.cost.model import CostModel
 from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
-from nasforge.methods.common import (
-    SearchSettings,
-    add_common_arguments,
-    settings_from_args,
-)
 from nasforge.methods.differentiable import DifferentiableMethod, SearchOutcome, warmup_epochs
+from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import SPECS, DenseSpace
 from nasforge.strategies.bilevel import SupernetConfig
@@ -36,18 +31,22 @@ from nasforge.supernets.densenas import DenseSupernet
 class DenseNASSettings(SearchSettings):
     """Defaults are the official code's (ImageNet, MobileNetV2 space)."""
 
-    space: str = "auto"  # auto: dense-fmnist (28²), dense-cifar (32²), dense-imagenet (224²)
-    cost: str = "latency"  # latency (LUT µs) | flops (kMACs)
-    lam: float = 0.15  # λ of CE + λ·log_b(cost)
-    log_base: float = 15.0
-    warmup_epochs: int | None = None  # default: a third of the epochs (official 50 of 150)
-    alternate: str = "step"
-    w_lr: float = 0.2
-    w_weight_decay: float = 4e-5
-    theta_lr: float = 3e-4
-    theta_weight_decay: float = 1e-3
-    weight_ops: int = 1  # ops drawn per slot in weight steps (0: all, the full weighted sum)
-    arch_ops: int = 2  # ops drawn per slot in architecture steps (0: all)
+    space: str = opt("auto", lambda: f"space: auto | {' | '.join(SPECS.names())} (auto: "
+                     "dense-fmnist for 28², dense-cifar for 32², dense-imagenet for 224²)")
+    cost: str = opt("latency", "cost in the loss: latency (LUT µs) | flops (kMACs)",
+                    ("latency", "flops"))
+    lam: float = opt(0.15, "λ of CE + λ·log_b(cost) (official 0.15)")
+    log_base: float = opt(15.0, "b of log_b(cost) (official 15)")
+    warmup_epochs: int | None = opt(None, "weights-only epochs (default: a third of the "
+                                    "epochs; official 50 of 150)")
+    alternate: str = opt("step", "alternate w/θ by", ("step", "epoch"))
+    w_lr: float = opt(0.2, "SGD learning rate of the weights")
+    w_weight_decay: float = opt(4e-5, "weight decay of the weights")
+    theta_lr: float = opt(3e-4, "Adam lr of op and path parameters")
+    theta_weight_decay: float = opt(1e-3, "weight decay of op and path parameters")
+    weight_ops: int = opt(1, "ops drawn per layer in weight steps (official 1; 0 = all, full "
+                          "weighted sum)")
+    arch_ops: int = opt(2, "ops drawn per layer in architecture steps (official 2; 0 = all)")
 
 
 def _cost_kind(s: DenseNASSettings) -> str:
@@ -98,28 +97,3 @@ def run(s: DenseNASSettings, rd: RunDir) -> dict:
     """Dense supernet → two-stage loop → argmax ops + Viterbi path (+ K samples), repaired →
     finish → path.txt."""
     return differentiable.run(METHOD, s, rd)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p)
-    a = p.add_argument
-    a("--space", default="auto", help=f"space: auto | {' | '.join(SPECS.names())}")
-    a("--cost", default="latency", choices=["latency", "flops"], help="cost in the loss")
-    a("--lam", type=float, default=0.15, help="λ of CE + λ·log_b(cost) (official 0.15)")
-    a("--log-base", type=float, default=15.0, help="b of log_b(cost) (official 15)")
-    a("--warmup-epochs", type=int, default=None, help="weights-only epochs (official 50 of 150)")
-    a("--alternate", default="step", choices=["step", "epoch"], help="alternate w/θ by")
-    a("--w-lr", type=float, default=0.2)
-    a("--w-weight-decay", type=float, default=4e-5)
-    a("--theta-lr", type=float, default=3e-4, help="Adam lr of op and path parameters")
-    a("--theta-weight-decay", type=float, default=1e-3)
-    a("--weight-ops", type=int, default=1,
-      help="ops drawn per layer in weight steps (official 1; 0 = all, full weighted sum)")
-    a("--arch-ops", type=int, default=2,
-      help="ops drawn per layer in architecture steps (official 2; 0 = all)")
-
-
-def main(args: argparse.Namespace) -> dict:
-    s, rd = settings_from_args(DenseNASSettings, "densenas", args)
-    assert isinstance(s, DenseNASSettings)
-    return run(s, rd)

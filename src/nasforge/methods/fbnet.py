@@ -8,7 +8,6 @@ runner (:mod:`nasforge.methods.differentiable`) does the work.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from nasforge.cost.loss import CostLoss
@@ -16,12 +15,8 @@ from nasforge.data import Dataset
 from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
-from nasforge.methods.common import (
-    SearchSettings,
-    add_common_arguments,
-    settings_from_args,
-)
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
+from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
 from nasforge.strategies.bilevel import SupernetConfig
@@ -30,18 +25,22 @@ from nasforge.supernets.fbnet import FBNetSupernet
 
 @dataclass
 class FBNetSettings(SearchSettings):
-    space: str = "auto"  # auto: fbnet-fmnist for 28×28 inputs, fbnet-cifar for 32×32
-    loss: str = "paper"  # paper | seed
-    alpha: float = 0.2
-    beta: float = 0.6
-    cost: str = "latency"  # latency (LUT µs) | flops (kMACs)
-    warmup_epochs: int | None = None
-    alternate: str = "step"
-    single_path: bool = False
-    w_lr: float = 0.1
-    theta_lr: float = 0.01
-    tau0: float = 5.0
-    tau_decay: float = 0.045
+    space: str = opt("auto", lambda: f"skeleton: auto | {' | '.join(SKELETONS.names())} "
+                     "(auto: fbnet-fmnist for 28×28 inputs, fbnet-cifar for 32×32)")
+    loss: str = opt("paper", "paper: CE·α·log(LAT)^β; seed: α·CE·β·log(LAT)",
+                    ("paper", "seed"))
+    alpha: float = opt(0.2, "α of the loss")
+    beta: float = opt(0.6, "β of the loss")
+    cost: str = opt("latency", "cost in the loss: latency (LUT µs) | flops (kMACs)",
+                    ("latency", "flops"))
+    warmup_epochs: int | None = opt(None, "w-only epochs (default: 1/9 of the epochs; paper: "
+                                    "10 of 90)")
+    alternate: str = opt("step", "alternate w/θ by", ("step", "epoch"))
+    single_path: bool = opt(False, "hard Gumbel: run one block per layer")
+    w_lr: float = opt(0.1, "learning rate of the weights")
+    theta_lr: float = opt(0.01, "learning rate of θ")
+    tau0: float = opt(5.0, "initial Gumbel temperature")
+    tau_decay: float = opt(0.045, "temperature decay: τ = τ0·exp(−decay·epoch)")
 
 
 def _cost_kind(s: FBNetSettings) -> str:
@@ -70,28 +69,3 @@ METHOD = DifferentiableMethod(
 def run(s: FBNetSettings, rd: RunDir) -> dict:
     """LUT → Gumbel supernet → θ/w loop → argmax + K samples (repaired to the targets) → finish."""
     return differentiable.run(METHOD, s, rd)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p)
-    a = p.add_argument
-    a("--space", default="auto", help=f"skeleton: auto | {' | '.join(SKELETONS.names())}")
-    a("--loss", default="paper", choices=["paper", "seed"],
-      help="paper: CE·α·log(LAT)^β (default); seed: α·CE·β·log(LAT)")
-    a("--alpha", type=float, default=0.2)
-    a("--beta", type=float, default=0.6)
-    a("--cost", default="latency", choices=["latency", "flops"], help="cost in the loss")
-    a("--warmup-epochs", type=int, default=None, help="w-only epochs (paper: 10 of 90)")
-    a("--alternate", default="step", choices=["step", "epoch"], help="alternate w/θ by")
-    a("--single-path", action="store_true", help="hard Gumbel: run one block per layer")
-    a("--w-lr", type=float, default=0.1)
-    a("--theta-lr", type=float, default=0.01)
-    a("--tau0", type=float, default=5.0)
-    a("--tau-decay", type=float, default=0.045)
-
-
-def main(args: argparse.Namespace) -> dict:
-    s, rd = settings_from_args(FBNetSettings, "fbnet", args)
-    assert isinstance(s, FBNetSettings)
-    return run(s, rd)
-

@@ -10,20 +10,14 @@ exported, measured (the shared finish stage). This file only declares the parts.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset
 from nasforge.data.batches import default_batch_size
-from nasforge.errors import UserError
 from nasforge.methods import differentiable
-from nasforge.methods.common import (
-    SearchSettings,
-    add_common_arguments,
-    settings_from_args,
-)
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
+from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.masking import SKELETONS, MaskingSpace
 from nasforge.strategies.bilevel import SupernetConfig
@@ -32,18 +26,25 @@ from nasforge.supernets.dmasking import DMaskingSupernet
 
 @dataclass
 class FBNetV2Settings(SearchSettings):
-    space: str = "auto"  # auto: fbnetv2-fmnist (28²), fbnetv2-cifar (32²), fbnetv2-imagenet
-    cost: str = "auto"  # auto: latency with --latency-ms, params with --params, else flops
-    loss: str = "paper"  # paper | seed | additive
-    alpha: float = 0.2
-    beta: float = 0.6
-    warmup_epochs: int | None = None
-    alternate: str = "step"
-    single_path: bool = False
-    w_lr: float = 0.1
-    theta_lr: float = 0.01
-    tau0: float = 5.0
-    tau_end: float = 0.1
+    # FBNetV2 trains the argmax architecture (the paper); --samples K adds K draws from P_θ,
+    # ranked from scratch by the finish stage
+    samples: int = opt(0, "architectures sampled from P_θ besides argmax")
+    space: str = opt("auto", lambda: f"skeleton: auto | {' | '.join(SKELETONS.names())} "
+                     "(auto: by the input size)")
+    cost: str = opt("auto", "effective cost in the loss (auto: latency with --latency-ms, "
+                    "params with --params alone, else flops)",
+                    ("auto", "flops", "params", "latency"))
+    loss: str = opt("paper", "paper: CE·α·log(cost)^β; seed: α·CE·β·log(cost); "
+                    "additive: CE+λ·log", ("paper", "seed", "additive"))
+    alpha: float = opt(0.2, "α of the loss")
+    beta: float = opt(0.6, "β of the loss")
+    warmup_epochs: int | None = opt(None, "w-only epochs (default: 1/9 of them, at least 1)")
+    alternate: str = opt("step", "alternate w/θ by", ("step", "epoch"))
+    single_path: bool = opt(False, "hard Gumbel (straight-through one-hot)")
+    w_lr: float = opt(0.1, "learning rate of the weights")
+    theta_lr: float = opt(0.01, "learning rate of θ")
+    tau0: float = opt(5.0, "initial Gumbel temperature")
+    tau_end: float = opt(0.1, "temperature at the last planned epoch")
 
     def cost_kind(self) -> str:
         if self.cost != "auto":
@@ -72,32 +73,3 @@ METHOD = DifferentiableMethod(
 def run(s: FBNetV2Settings, rd: RunDir) -> dict:
     """Masking supernet → θ/w loop (τ → tau_end) → argmax (+ K draws), repaired → finish."""
     return differentiable.run(METHOD, s, rd)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p)
-    # FBNetV2 trains the argmax architecture (the paper); --samples K adds K draws from P_θ,
-    # ranked from scratch by the finish stage
-    p.set_defaults(samples=0)
-    a = p.add_argument
-    a("--space", default="auto", help=f"skeleton: auto | {' | '.join(SKELETONS.names())}")
-    a("--cost", default="auto", choices=["auto", "flops", "params", "latency"],
-      help="effective cost in the loss (auto: follows the target given)")
-    a("--loss", default="paper", choices=["paper", "seed", "additive"],
-      help="paper: CE·α·log(cost)^β (default); seed: α·CE·β·log(cost); additive: CE+λ·log")
-    a("--alpha", type=float, default=0.2)
-    a("--beta", type=float, default=0.6)
-    a("--warmup-epochs", type=int, default=None, help="w-only epochs (default: 1/9 of them)")
-    a("--alternate", default="step", choices=["step", "epoch"], help="alternate w/θ by")
-    a("--single-path", action="store_true", help="hard Gumbel (straight-through one-hot)")
-    a("--w-lr", type=float, default=0.1)
-    a("--theta-lr", type=float, default=0.01)
-    a("--tau0", type=float, default=5.0, help="initial Gumbel temperature")
-    a("--tau-end", type=float, default=0.1, help="temperature at the last planned epoch")
-
-
-def main(args: argparse.Namespace) -> dict:
-    s, rd = settings_from_args(FBNetV2Settings, "fbnetv2", args)
-    if not isinstance(s, FBNetV2Settings):
-        raise UserError("internal: fbnetv2 settings expected")
-    return run(s, rd)

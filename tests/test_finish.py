@@ -1,0 +1,136 @@
+"""Each finish stage on its own (a tiny NSC space, 200 digits, one epoch), then composed."""
+
+import json
+
+import pytest
+import torch
+
+from nasforge.cost.model import CostModel, MeasuredLatency
+from nasforge.cost.targets import Targets
+from nasforge.data import load_dataset
+from nasforge.errors import UserError
+from nasforge.methods import finish as fin
+from nasforge.methods.common import rng_for
+from nasforge.methods.settings import SearchSettings
+from nasforge.run.result import read_result
+from nasforge.run.rundir import RunDir
+from nasforge.spaces.registry import get_space
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = load_dataset("digits", subset=200, seed=0)
+    space = get_space("nsc-fast")
+    archs = []
+    for i in range(20):  # two distinct blocks of different cost
+        a = space.sample(rng_for(0, i))
+        if a not in archs:
+            archs.append(a)
+    cm = CostModel(space, data.num_classes, data.input_shape)
+    archs.sort(key=lambda a: cm.counts(a)[0])
+    assert cm.counts(archs[0])[0] < cm.counts(archs[-1])[0]
+    return data, space, cm, [archs[0], archs[-1]]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    data, space, _, archs = tiny
+    return fin.train_final(space, archs[0], data, epochs=1)
+
+
+def test_price_dedupes_and_checks_the_targets(tiny):
+    _, _, cm, (small, big) = tiny
+    priced = fin.price([big, small, big], cm, Targets(flops=cm.counts(small)[0]))
+    assert [c.arch for c in priced] == [big, small]
+    assert [c.meets for c in priced] == [False, True]
+    assert priced[1].costs == cm.costs(small)
+    assert all(c.costs.latency_ms is None for c in priced)  # no table, no latency target
+
+
+def test_a_latency_target_is_checked_on_the_cost_models_latency(tiny):
+    data, space, cm, (small, _) = tiny
+    with pytest.raises(UserError, match="latency target needs a latency"):
+        fin.price([small], cm, Targets(latency_ms=1.0))  # no table, no measurement: refused
+    measured = CostModel(space, data.num_classes, data.input_shape,
+                         latency=MeasuredLatency(space, data.num_classes, data.input_shape))
+    (c,) = fin.price([small], measured, Targets(latency_ms=1e-6))
+    assert c.latency_measured and c.costs.latency_ms > 1e-6 and not c.meets
+    assert c.row()["measured_ms"] == c.costs.latency_ms and c.row()["predicted_ms"] is None
+    (c,) = fin.price([small], measured, Targets(latency_ms=1e6))
+    assert c.meets
+
+
+def test_rank_trains_the_candidates_and_resumes_from_candidates_json(tiny, tmp_path,
+                                                                     monkeypatch):
+    data, _, cm, archs = tiny
+    rd = RunDir(tmp_path)
+    r = fin.rank(archs, data, cm, Targets(), epochs=1, run_dir=rd)
+    saved = json.loads((tmp_path / "candidates.json").read_text())
+    assert len(saved) == len(r.ranked) == 2
+    best = max(saved, key=lambda x: x["val_acc"])["arch"]
+    assert json.dumps(r.best.genes) == json.dumps(best)
+
+    def no_training(*a, **k):
+        raise AssertionError("a recorded candidate was trained again")
+
+    monkeypatch.setattr(fin, "train_model", no_training)
+    again = fin.rank(archs, data, cm, Targets(), epochs=1, run_dir=rd)
+    assert again.best == r.best and again.ranked == saved
+    # one candidate, or no ranking epochs: nothing to train
+    assert fin.rank(archs, data, cm, Targets(), epochs=0).best == archs[0]
+    assert fin.rank(archs[1:], data, cm, Targets(), epochs=1).best == archs[1]
+
+
+def test_rank_refuses_when_no_candidate_meets_the_target(tiny):
+    data, _, cm, archs = tiny
+    with pytest.raises(UserError, match="no derived candidate meets the target "
+                                        r"\(params=1\).*Relax the target"):
+        fin.rank(archs, data, cm, Targets(params=1), epochs=1)
+
+
+def test_train_final_export_and_measure_alone(tiny, trained, tmp_path):
+    data, _, cm, (small, _) = tiny
+    model, res = trained
+    assert res.epochs == 1 and 0.0 <= res.test_acc <= 1.0
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    ex = fin.export_model(model, small, data.input_shape, tmp_path / "out")
+    for f in ("arch.json", "model.pt", "model.ts"):
+        assert (tmp_path / "out" / f).is_file(), f
+    assert ex["torchscript_max_diff"] < 1e-4
+    sd = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+    m = fin.measure(model, small, cm, Targets(peak_memory_mb=100.0))
+    assert m.latency_ms > 0 and m.costs.macs == cm.counts(small)[0]
+    assert m.costs.peak_memory == cm.peak_memory(small) > 0
+    assert fin.measure(model, small, cm, Targets()).costs.peak_memory is None
+    assert m.device.startswith("cpu: ") and m.predicted_ms is None  # no table
+
+
+def test_write_outputs_alone(tiny, trained, tmp_path):
+    data, space, cm, (small, _) = tiny
+    model, res = trained
+    m = fin.measure(model, small, cm, Targets())
+    ranking = fin.rank([small], data, cm, Targets())
+    result = fin.result_of(method="random", space=space.name, dataset="digits", seed=0,
+                           arch=small, train=res, m=m, search_seconds=1.5, search_epochs=2)
+    fin.write_outputs(RunDir(tmp_path), result, run_info={"note": 1}, ranking=ranking)
+    assert read_result(tmp_path / "result.json") == result
+    assert json.loads((tmp_path / "run.json").read_text()) == {"note": 1}
+    report = (tmp_path / "report.md").read_text()
+    assert f"{res.test_acc:.4f}" in report and "| 0 |" in report
+
+
+def test_finish_composes_the_stages_and_records_peak_memory(tiny, tmp_path):
+    data, space, cm, archs = tiny
+    s = SearchSettings(method="random", out=str(tmp_path), candidate_epochs=0, train_epochs=1,
+                       progress=False, peak_memory_mb=100.0)
+    rd = RunDir.create(tmp_path / "run", s.to_dict())
+    f = fin.Finish(space=space, candidates=archs, cost_model=cm,
+                   targets=Targets.from_settings(s), search_seconds=0.5, search_epochs=1)
+    result = fin.finish(s, rd, data, f)
+    assert read_result(rd.file("result.json")) == result
+    assert result["arch"]["genes"] == json.loads(json.dumps(archs[0].genes))
+    run = json.loads(rd.file("run.json").read_text())
+    assert run["peak_memory_mb"] == pytest.approx(cm.peak_memory(archs[0]) / 2**20)
+    assert all("peak_memory_mb" in r for r in run["candidates"])
+    assert "peak activation memory" in rd.file("report.md").read_text()
