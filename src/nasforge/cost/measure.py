@@ -18,6 +18,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,8 @@ from tqdm import tqdm
 
 from nasforge.device import num_threads, preserved_rng
 from nasforge.errors import UserError, require
+from nasforge.registry import Registry
 
-TARGETS = ("cpu", "onnx", "cuda")
 STATISTICS = ("median", "p10", "min", "mean")
 #: ``min`` over interleaved rounds: foreign load on a shared CPU only ever adds time, and on this
 #: project's 2-core machine the minimum was the only statistic whose repeat error stayed ≈ 1–2 %
@@ -46,9 +47,9 @@ def resolve_clock(target: str, threads: int, clock: str = "auto") -> str:
     3 foreign processes on 2 cores); with more threads the wall clock (work on other threads)."""
     if clock not in CLOCKS:
         raise UserError(f"unknown clock {clock!r}; choose from {list(CLOCKS)}")
-    if target == "cuda":
+    if TARGETS.get(target).device_events:
         if clock not in ("auto", "cuda"):
-            raise UserError("the cuda target is timed with CUDA events; use --clock auto")
+            raise UserError(f"the {target} target is timed with CUDA events; use --clock auto")
         return "cuda"
     if clock == "cuda":
         raise UserError(f"CUDA events cannot time the {target} target; use auto, wall or thread")
@@ -61,19 +62,15 @@ def resolve_clock(target: str, threads: int, clock: str = "auto") -> str:
 
 
 def check_target(target: str, dtype: str = "float32") -> None:
-    if target not in TARGETS:
-        raise UserError(f"unknown latency target {target!r}; choose from {list(TARGETS)}")
-    if target == "cuda" and not torch.cuda.is_available():
-        raise UserError("--target cuda needs a CUDA GPU; none is available (use cpu or onnx)")
-    if target == "onnx":
-        require("onnxruntime", "onnx")
+    """A usable (target, dtype) on this machine, or a UserError saying why not (an unknown
+    target lists the registered ones)."""
+    t = TARGETS.get(target)
+    t.available()
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose from {list(DTYPES)}")
-    if target == "onnx" and dtype != "float32":
-        raise UserError("the onnx target measures float32 models only; use --dtype float32")
-    if target == "cpu" and dtype == "float16":
-        raise UserError("float16 convolutions are not a CPU inference path; use float32 or "
-                        "bfloat16 on cpu, float16 on cuda")
+    if dtype not in t.dtypes:
+        raise UserError(t.dtype_hint or f"the {target} target measures "
+                        f"{', '.join(t.dtypes)} models only; use one of them (--dtype)")
 
 
 def _cpu_model() -> str:
@@ -95,16 +92,12 @@ def device_fingerprint(target: str, threads: int, batch: int = 1, dtype: str = "
     about batch 8 in bfloat16. ``threads`` is meaningless on cuda and recorded as 0 there."""
     fp: dict[str, Any] = {
         "target": target, "cpu": _cpu_model(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count() or 0, "threads": threads if target != "cuda" else 0,
+        "cpu_count": os.cpu_count() or 0,
+        "threads": threads if not TARGETS.get(target).device_events else 0,
         "batch": batch, "dtype": dtype, "clock": resolve_clock(target, threads, clock),
         "torch": torch.__version__,
     }
-    if target == "onnx":
-        fp["onnxruntime"] = require("onnxruntime", "onnx").__version__
-    if target == "cuda":
-        fp["gpu"] = torch.cuda.get_device_name()
-        fp["cuda"] = torch.version.cuda
-        fp["cudnn"] = torch.backends.cudnn.version()
+    fp.update(TARGETS.get(target).runtime_info())
     return fp
 
 
@@ -170,7 +163,7 @@ def measure_many(modules: Sequence[tuple[nn.Module, tuple[int, ...]]], *, target
     rounds = min(rounds, repeats)
     per_round = -(-repeats // rounds)
     order_rng = np.random.default_rng(seed)
-    with preserved_rng(), num_threads(threads if target != "cuda" else None):
+    with preserved_rng(), num_threads(None if TARGETS.get(target).device_events else threads):
         timers = [_prepare(m, (batch, *shape), target, threads, dtype, warmup, tick)
                   for m, shape in modules]
         samples: list[list[float]] = [[] for _ in timers]
@@ -189,12 +182,7 @@ def _prepare(module: nn.Module, shape: tuple[int, ...], target: str, threads: in
              warmup: int, tick: Callable[[], int] | None = None) -> Timer:
     module = module.eval()
     tick = tick or time.perf_counter_ns
-    if target == "cpu":
-        timer = _cpu_timer(module, shape, DTYPES[dtype], tick)
-    elif target == "onnx":
-        timer = _onnx_timer(module, shape, threads, tick)
-    else:
-        timer = _cuda_timer(module, shape, DTYPES[dtype])
+    timer = TARGETS.get(target).timer(module, shape, threads, DTYPES[dtype], tick)
     if warmup:
         timer(warmup)
     return timer
@@ -209,7 +197,7 @@ def _perf_loop(call: Callable[[], Any], n: int, tick: Callable[[], int]) -> list
     return out
 
 
-def _cpu_timer(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype,
+def _cpu_timer(module: nn.Module, shape: tuple[int, ...], threads: int, dtype: torch.dtype,
                tick: Callable[[], int]) -> Timer:
     module = module.cpu().to(dtype)
     x = torch.randn(shape).to(dtype)
@@ -243,7 +231,7 @@ def ort_session(model: bytes | str, threads: int) -> Any:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def _onnx_timer(module: nn.Module, shape: tuple[int, ...], threads: int,
+def _onnx_timer(module: nn.Module, shape: tuple[int, ...], threads: int, dtype: torch.dtype,
                 tick: Callable[[], int]) -> Timer:
     sess = ort_session(onnx_bytes(module, shape), threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -251,8 +239,8 @@ def _onnx_timer(module: nn.Module, shape: tuple[int, ...], threads: int,
     return lambda n: _perf_loop(lambda: sess.run(None, feed), n, tick)
 
 
-def _cuda_timer(module: nn.Module, shape: tuple[int, ...],
-                dtype: torch.dtype) -> Timer:  # pragma: no cover - needs a GPU
+def _cuda_timer(module: nn.Module, shape: tuple[int, ...], threads: int, dtype: torch.dtype,
+                tick: Callable[[], int]) -> Timer:  # pragma: no cover - needs a GPU
     module = module.cuda().to(dtype)
     x = torch.randn(shape, device="cuda", dtype=dtype)
 
@@ -269,3 +257,63 @@ def _cuda_timer(module: nn.Module, shape: tuple[int, ...],
         return [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
 
     return timer
+
+
+# -- the measurement back-ends ------------------------------------------------------------------
+
+#: a back-end's timer factory: (module, batch shape, threads, dtype, CPU clock) -> timer
+TimerFactory = Callable[[nn.Module, tuple[int, ...], int, torch.dtype, Callable[[], int]], Timer]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class MeasureTarget:
+    """A latency measurement back-end (``--target``): how it times a module, which dtypes it
+    runs, whether it can run here, and what of its runtime enters the device fingerprint."""
+
+    name: str
+    timer: TimerFactory
+    dtypes: tuple[str, ...]
+    dtype_hint: str = ""  # the message when another dtype is asked for
+    device_events: bool = False  # timed with device events: no CPU clock, threads meaningless
+    available: Callable[[], None] = _nothing  # raises UserError when it cannot run here
+    runtime_info: Callable[[], dict[str, Any]] = field(default=dict)
+
+
+def _need_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise UserError("--target cuda needs a CUDA GPU; none is available (use cpu or onnx)")
+
+
+def _need_onnxruntime() -> None:
+    require("onnxruntime", "onnx")
+
+
+def _onnx_info() -> dict[str, Any]:
+    return {"onnxruntime": require("onnxruntime", "onnx").__version__}
+
+
+def _cuda_info() -> dict[str, Any]:  # pragma: no cover - needs a GPU
+    return {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version()}
+
+
+def _builtins(reg: Registry[MeasureTarget]) -> None:
+    reg.register("cpu", MeasureTarget(
+        "cpu", _cpu_timer, ("float32", "bfloat16"),
+        dtype_hint="float16 convolutions are not a CPU inference path; use float32 or "
+                   "bfloat16 on cpu, float16 on cuda"))
+    reg.register("onnx", MeasureTarget(
+        "onnx", _onnx_timer, ("float32",),
+        dtype_hint="the onnx target measures float32 models only; use --dtype float32",
+        available=_need_onnxruntime, runtime_info=_onnx_info))
+    reg.register("cuda", MeasureTarget(
+        "cuda", _cuda_timer, ("float32", "bfloat16", "float16"), device_events=True,
+        available=_need_cuda, runtime_info=_cuda_info))
+
+
+#: ``--target`` name -> measurement back-end (user back-ends: ``TARGETS.register(name, ...)``)
+TARGETS: Registry[MeasureTarget] = Registry("latency target", builtins=_builtins)

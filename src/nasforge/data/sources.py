@@ -33,7 +33,17 @@ class RawData:
 
 
 SourceFn = Callable[[str | None, int], RawData]
-SOURCES: Registry[SourceFn] = Registry("dataset")
+
+
+def _builtins(reg: Registry[SourceFn]) -> None:
+    """The shipped data sets, registered explicitly (``imagefolder:PATH`` is parsed by name)."""
+    for name, fn in (("fashion-mnist", fashion_mnist), ("digits", digits),
+                     ("cifar10", cifar10), ("synthetic", synthetic)):
+        reg.register(name, fn)
+
+
+#: name -> source ``fn(data_dir, seed)``; user data sets: ``SOURCES.register(name, fn)``
+SOURCES: Registry[SourceFn] = Registry("dataset", builtins=_builtins)
 
 
 def _data_dirs(data_dir: str | None, defaults: tuple[str, ...]) -> list[Path]:
@@ -65,7 +75,6 @@ def _find_idx(d: Path, stem: str) -> Path | None:
     return None
 
 
-@SOURCES.decorator("fashion-mnist")
 def fashion_mnist(data_dir: str | None, seed: int) -> RawData:
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -84,7 +93,6 @@ def fashion_mnist(data_dir: str | None, seed: int) -> RawData:
     )
 
 
-@SOURCES.decorator("digits")
 def digits(data_dir: str | None, seed: int) -> RawData:
     """scikit-learn's 8×8 digits, upsampled to 28×28 so the MNIST-sized spaces apply."""
     import torch
@@ -121,7 +129,6 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32) / 255.0, np.asarray(d[b"labels"], dtype=np.int64)
 
 
-@SOURCES.decorator("cifar10")
 def cifar10(data_dir: str | None, seed: int) -> RawData:
     for d in _data_dirs(data_dir, ()):
         for cand in (d, d / "cifar-10-batches-py"):
@@ -166,7 +173,6 @@ def imagefolder(path: str, seed: int, size: int = 32, test_fraction: float = 0.2
     return RawData(x[tr], y[tr], x[te], y[te], len(classes), f"imagefolder:{path}")
 
 
-@SOURCES.decorator("synthetic")
 def synthetic(data_dir: str | None, seed: int) -> RawData:
     """A learnable 10-class 1×28×28 task (class-dependent blobs + noise), for tests and demos."""
     rng = np.random.default_rng(seed)

@@ -8,9 +8,13 @@ the engine waits on whichever result arrives first (no sleep-polling), whatever 
   breaks the pool: every trial in flight fails with :class:`WorkerLost`, the pool is rebuilt on
   the next submit, and the engine retries those trials.
 - ``ray``: one Ray task per trial with its CPU/GPU request; ``ray.init()`` starts a local
-  cluster (``num_cpus = workers``) unless an address of an existing cluster is given. Ray
-  itself re-runs a task whose worker died (``max_retries``); a task that still fails comes back
-  as :class:`WorkerLost` and the engine retries it.
+  cluster (``num_cpus = workers``) unless an address of an existing cluster is given. The local
+  cluster binds to the loopback address (``127.0.0.1``) with no dashboard: nothing of it is
+  reachable from the network. Ray itself re-runs a task whose worker died (``max_retries``); a
+  task that still fails comes back as :class:`WorkerLost` and the engine retries it.
+
+Backends are looked up by name in :data:`EXECUTORS` (a :class:`~nasforge.registry.Registry`
+of executor classes, each built by ``cls.create(workers, **options)``).
 
 Every future's value is ``(result, worker)`` where ``worker`` is ``host:pid`` of the process
 that ran the trial.
@@ -19,16 +23,18 @@ that ran the trial.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from nasforge.errors import UserError, require
+from nasforge.registry import Registry
 
 
 class WorkerLost(RuntimeError):
@@ -46,6 +52,13 @@ def run_tagged(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
 class Executor(ABC):
     name: str = ""
     workers: int = 1
+
+    @classmethod
+    def create(cls, workers: int = 1, *, ray_address: str | None = None,
+               cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+               max_retries: int = 3) -> Executor:
+        """Build from the options every backend is offered (each takes the ones it uses)."""
+        return cls(workers)  # type: ignore[call-arg]
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
@@ -140,8 +153,54 @@ def _exit_with(pid: int, period_s: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="nasforge-parent-watch").start()
 
 
+#: where the local Ray cluster listens: loopback only, never the machine's network address
+RAY_LOCAL_IP = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _ray_loopback(ray: Any) -> Iterator[None]:
+    """While a local cluster starts, let Ray keep ``127.0.0.1`` as the node address.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough on Linux: Ray (checked on
+    2.60) resolves a localhost node address to the machine's network address unless its
+    cluster mode is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read into
+    ``ray_constants.ENABLE_RAY_CLUSTER`` when ray is imported). With it off, the GCS, raylet,
+    workers and agents all listen on 127.0.0.1 only. Both are restored afterwards."""
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    var = getattr(consts, "ENABLE_RAY_CLUSTERS_ENV_VAR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    old_env, old_flag = os.environ.get(var), getattr(consts, "ENABLE_RAY_CLUSTER", None)
+    os.environ[var] = "0"
+    if old_flag is not None:
+        consts.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = old_env
+        if old_flag is not None:
+            consts.ENABLE_RAY_CLUSTER = old_flag
+
+
+def _check_loopback(ray: Any) -> None:
+    """Refuse a local cluster that listens on anything but the loopback address."""
+    addrs = {n.get("NodeManagerAddress") for n in ray.nodes()}
+    if addrs != {RAY_LOCAL_IP}:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster bound to {sorted(map(str, addrs))}, not "
+                           f"{RAY_LOCAL_IP}; refusing to run trials on a network-reachable "
+                           "cluster (start one yourself and pass --ray-address)")
+
+
 class RayExecutor(Executor):
     name = "ray"
+
+    @classmethod
+    def create(cls, workers: int = 1, *, ray_address: str | None = None,
+               cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+               max_retries: int = 3) -> Executor:
+        return cls(workers, ray_address, cpus_per_trial, gpus_per_trial, max_retries)
 
     def __init__(self, workers: int = 2, address: str | None = None, cpus_per_trial: float = 1,
                  gpus_per_trial: float = 0, max_retries: int = 3) -> None:
@@ -152,9 +211,12 @@ class RayExecutor(Executor):
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 self.ray.init(address=address, **kw)
-            else:
-                self.ray.init(num_cpus=max(workers, int(cpus_per_trial * workers + 0.999)),
-                              **kw)
+            else:  # a new local cluster: every Ray process on the loopback address
+                with _ray_loopback(self.ray):
+                    self.ray.init(num_cpus=max(workers, int(cpus_per_trial * workers + 0.999)),
+                                  _node_ip_address=RAY_LOCAL_IP, dashboard_host=RAY_LOCAL_IP,
+                                  **kw)
+                _check_loopback(self.ray)
             self._started = True
         self._remote = self.ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
                                        max_retries=max_retries)(run_tagged)
@@ -209,16 +271,19 @@ def _translate(inner: cf.Future, lost: tuple[type[BaseException], ...]) -> cf.Fu
     return out
 
 
-EXECUTORS = ("local", "process", "ray")
+def _builtins(reg: Registry[type[Executor]]) -> None:
+    for cls in (LocalExecutor, ProcessExecutor, RayExecutor):
+        reg.register(cls.name, cls)
+
+
+#: name -> executor class; user backends: ``EXECUTORS.register("mine", MyExecutor)``
+EXECUTORS: Registry[type[Executor]] = Registry("executor", builtins=_builtins)
 
 
 def create_executor(name: str, workers: int = 1, *, ray_address: str | None = None,
                     cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                     max_retries: int = 3) -> Executor:
-    if name == "local":
-        return LocalExecutor()
-    if name == "process":
-        return ProcessExecutor(workers)
-    if name == "ray":
-        return RayExecutor(workers, ray_address, cpus_per_trial, gpus_per_trial, max_retries)
-    raise UserError(f"unknown executor {name!r}; choose from {list(EXECUTORS)}")
+    """The executor ``name`` (a miss lists the registered ones)."""
+    return EXECUTORS.get(name).create(workers, ray_address=ray_address,
+                                      cpus_per_trial=cpus_per_trial,
+                                      gpus_per_trial=gpus_per_trial, max_retries=max_retries)
