@@ -335,3 +335,12 @@ def test_cli_resume_with_a_corrupt_config(tmp_path, capsys, config):
     run.mkdir()
     _write(run, "config.json", config)
     _one_clean_line(*_cli(["search", "fbnet", "--resume", run], capsys), run / "config.json")
+
+
+def test_cli_report_of_a_damaged_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run, "result.json", BINARY)
+    _one_clean_line(*_cli(["report", run], capsys), run / "result.json", "not UTF-8")
+    _write(run, "result.json", {"test_acc": 1.0})
+    _one_clean_line(*_cli(["report", run], capsys), run / "result.json", "fields differ")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from nasforge.errors import UserError
 from nasforge.run.result import read_result
+from nasforge.run.rundir import RunDir
 
 
 def write_html_report(run_dir: str | Path) -> Path:
     rd = Path(run_dir)
     res = read_result(rd / "result.json")
-    run = json.loads((rd / "run.json").read_text()) if (rd / "run.json").is_file() else {}
-    search = json.loads((rd / "search.json").read_text()) if (rd / "search.json").is_file() else {}
+    run = RunDir(rd).read_json("run.json", default={})
+    search = RunDir(rd).read_json("search.json", default={})
     images: list[tuple[str, Path]] = []
     try:
         from nasforge.report import plots

@@ -47,9 +47,13 @@ def write_result(path: str | Path, d: dict[str, Any]) -> None:
 
 
 def read_result(path: str | Path) -> dict[str, Any]:
+    """A run's result.json, read through :mod:`nasforge.files` (a damaged one is one error)."""
+    from nasforge.files import parse_as, read_json
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{str(p)!r} has no result.json (was the run finished?)")
-    d = json.loads(p.read_text())
-    validate_result(d)
+    fix = "it is written when a search finishes: resume the run (--resume) to rewrite it"
+    d = read_json(p, "run result", fix)
+    parse_as(p, "run result", fix, d, validate_result)
     return d
