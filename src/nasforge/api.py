@@ -24,6 +24,7 @@ from typing import Any
 
 from nasforge.arch import Arch, thaw
 from nasforge.errors import UserError
+from nasforge.files import read_json
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import create_executor
 from nasforge.run.store import TrialStore
@@ -82,7 +83,8 @@ def search(choices: dict[str, list], objective: Callable[[dict[str, Any]], Any],
         if not resume:
             raise UserError(f"{str(folder)!r} already holds a search; pass resume=True to "
                             "continue it or choose another out")
-        saved = json.loads(cfg_file.read_text())
+        saved = read_json(cfg_file, "search configuration", "resume only an `out` an earlier "
+                          "nasforge.api.search wrote, or choose another out")
         if saved != json.loads(json.dumps(config)):
             raise UserError(f"cannot resume {str(folder)!r}: its choices/strategy/options/seed "
                             "differ from the ones given")
