@@ -140,5 +140,5 @@ def test_block_printout_is_readable():
 
 
 def test_arch_of_another_space_rejected():
-    with pytest.raises(UserError, match="not 'nsc'"):
+    with pytest.raises(UserError, match="'nsc-n2', expected 'nsc'"):
         get_space("nsc").validate(Arch("nsc-n2", RESNETISH))
