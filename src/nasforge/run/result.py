@@ -17,13 +17,35 @@ RESULT_FIELDS: dict[str, Any] = {
 LATENCY_FIELDS = {"predicted": (float, type(None)), "measured": (float, type(None)),
                   "device": str}
 EPOCH_FIELDS = {"search": int, "train": int}
+#: fields a result may carry (name -> check raising ValueError); absent is fine
+OPTIONAL_FIELDS: dict[str, Any] = {}
+
+
+def _check_convergence(v: Any) -> None:
+    """``convergence`` (differentiable methods): how decided the searched distribution ended."""
+    keys = {"max_prob", "entropy", "tau_final", "tau_end_planned", "epochs"}
+    if not isinstance(v, dict) or set(v) != keys:
+        raise ValueError(f"convergence must be an object with {sorted(keys)}, got {v!r}")
+    num = (int, float)
+    if not (isinstance(v["max_prob"], num) and isinstance(v["entropy"], num)
+            and all(v[k] is None or isinstance(v[k], num) for k in ("tau_final",
+                                                                   "tau_end_planned"))
+            and isinstance(v["epochs"], int)):
+        raise ValueError(f"convergence has bad types: {v!r}")
+
+
+OPTIONAL_FIELDS["convergence"] = _check_convergence
 
 
 def validate_result(d: dict[str, Any]) -> None:
     """Raise ValueError when ``d`` is not exactly the DESIGN.md schema."""
-    if set(d) != set(RESULT_FIELDS):
+    extra = set(d) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS)
+    if not set(RESULT_FIELDS) <= set(d) or extra:
         raise ValueError(f"result.json fields differ: missing {sorted(set(RESULT_FIELDS) - set(d))}"
-                         f", extra {sorted(set(d) - set(RESULT_FIELDS))}")
+                         f", extra {sorted(extra)}")
+    for k, check in OPTIONAL_FIELDS.items():
+        if k in d:
+            check(d[k])
     for k, t in RESULT_FIELDS.items():
         ok = isinstance(d[k], t) and not (t is int and isinstance(d[k], bool))
         if t is float:
