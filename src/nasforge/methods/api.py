@@ -16,7 +16,7 @@ from typing import Any
 from nasforge.errors import UserError
 from nasforge.methods.registry import METHODS
 from nasforge.methods.settings import SearchSettings, options
-from nasforge.run.result import read_result
+from nasforge.run.result import OPTIONAL_FIELDS, read_result
 from nasforge.run.rundir import RunDir
 
 
@@ -40,6 +40,7 @@ class Result:
     train_seconds: float
     epochs: dict[str, int]
     run_dir: Path
+    convergence: dict[str, Any] | None = None  # optional result.json field (supernets)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Result:
@@ -51,7 +52,7 @@ class Result:
         """Exactly the ``result.json`` fields."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("run_dir")
-        return d
+        return {k: v for k, v in d.items() if not (k in OPTIONAL_FIELDS and v is None)}
 
     def __getitem__(self, name: str) -> Any:
         return self.to_dict()[name]

@@ -79,6 +79,7 @@ class SearchOutcome:
     cost_model: CostModel
     targets: Targets
     state: LoopState
+    convergence: dict[str, Any]
     derived: Arch
     samples: list[Arch]
     candidates: list[Arch]
@@ -103,6 +104,7 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
                            checkpoint=rd.file("supernet.ckpt"), progress=s.progress)
     loop.resume()
     st = loop.fit()
+    convergence = loop.convergence()
     net = net.cpu()
     derived = net.derive()
     samples = net.sample(s.samples, rng_for(s.seed, 1))
@@ -111,11 +113,11 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
         "history": st.history, "derived": thaw(derived.genes),
         "samples": [thaw(a.genes) for a in samples],
         "candidates": [{"arch": thaw(a.genes), **cm.costs(a).to_dict()} for a in cands],
-        "arch_state": net.arch_state(),
+        "arch_state": net.arch_state(), "convergence": convergence,
         "arch_parameters": [p.detach().tolist() for p in net.arch_parameters()],
         "cost": cm.kind, "targets": targets.to_dict(), "cardinality": space.cardinality(),
     })
-    return SearchOutcome(space, net, cm, targets, st, derived, samples, cands)
+    return SearchOutcome(space, net, cm, targets, st, convergence, derived, samples, cands)
 
 
 def run(m: DifferentiableMethod, s: SearchSettings, rd: RunDir) -> dict[str, Any]:
@@ -125,7 +127,8 @@ def run(m: DifferentiableMethod, s: SearchSettings, rd: RunDir) -> dict[str, Any
     result = finish(s, rd, data, Finish(
         space=out.space, candidates=out.candidates, cost_model=out.cost_model,
         targets=out.targets, search_seconds=out.state.elapsed_s,
-        search_epochs=out.state.epoch, extra={"derived": thaw(out.derived.genes)}))
+        search_epochs=out.state.epoch, extra={"derived": thaw(out.derived.genes)},
+        convergence=out.convergence))
     if m.after is not None:
         m.after(s, rd, data, out, result)
     return result

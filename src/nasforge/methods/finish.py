@@ -45,6 +45,7 @@ class Finish:
     search_seconds: float
     search_epochs: int
     extra: dict[str, Any] = field(default_factory=dict)
+    convergence: dict[str, Any] | None = None  # result.json's optional field (supernets)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,8 @@ def finish(s: SearchSettings, rd: RunDir, data: Dataset, f: Finish) -> dict[str,
     result = result_of(method=s.method, space=f.space.name, dataset=s.dataset, seed=s.seed,
                        arch=r.best, train=res, m=m, search_seconds=f.search_seconds,
                        search_epochs=f.search_epochs)
+    if f.convergence is not None:
+        result["convergence"] = f.convergence
     peak = None if m.costs.peak_memory is None else m.costs.peak_memory / MIB
     run_info = {"settings": s.to_dict(), "candidates": [c.row() for c in r.candidates],
                 "ranking": r.ranked, "exports": exports, "train_history": res.history,

@@ -9,9 +9,12 @@ every epoch (weights, θ, optimizers, temperature, epoch, every RNG) and resumes
 
 The supernet is any :class:`nasforge.supernets.base.Supernet`; method differences are hooks,
 never a copied step: the temperature schedule (``tau_schedule``: FBNet's exponential decay,
-FBNetV2's geometric decay to ``tau_end`` over the planned epochs, DenseNAS's constant), the
+run over the planned epochs when they are fewer than the ``tau_epochs`` it is defined over;
+FBNetV2's geometric decay to ``tau_end`` over the planned epochs; DenseNAS's constant), the
 relaxation's ``phase`` (DenseNAS draws different op counts for w and θ steps) and the
-supernet's ``after_arch_step`` (DenseNAS rescales the drawn ops' α).
+supernet's ``after_arch_step`` (DenseNAS rescales the drawn ops' α). Every epoch's record
+carries the distribution's concentration (mean largest probability, mean entropy), so a
+history shows whether the search decided anything.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class SupernetConfig:
     theta_betas: tuple[float, float] = (0.9, 0.999)
     tau0: float = 5.0
     tau_decay: float = 0.045  # exponential: τ = τ0 · e^(−decay · epoch) (FBNet)
+    # exponential: the epochs that decay is defined over (FBNet: 90, τ 5 → 0.091 at epoch 89).
+    # A plan of E < tau_epochs epochs runs the same range, τ(e) = τ0·e^(−decay·e·(tau_epochs−1)
+    # /(E−1)), so its last epoch reaches the paper's final τ (the budgeted form of the schedule)
+    tau_epochs: int = 90
     tau_schedule: str = "exponential"  # exponential | geometric (τ0 → tau_end) | constant
     tau_end: float = 0.1  # geometric: τ at the last planned epoch (FBNetV2)
     alternate: str = "step"  # step | epoch
@@ -122,8 +129,9 @@ class SupernetTrainer:
     def tau(self, epoch: int | None = None) -> float:
         e = self.state.epoch if epoch is None else epoch
         c = self.cfg
-        if c.tau_schedule == "exponential":
-            return c.tau0 * math.exp(-c.tau_decay * e)
+        if c.tau_schedule == "exponential":  # the paper's decay, compressed to a short plan
+            stretch = max(1.0, (c.tau_epochs - 1) / max(self.state.planned_epochs - 1, 1))
+            return c.tau0 * math.exp(-c.tau_decay * e * stretch)
         if c.tau_schedule == "geometric":  # reaches tau_end at the last planned epoch
             frac = min(e / max(self.state.planned_epochs - 1, 1), 1.0)
             return c.tau0 * math.exp(frac * math.log(c.tau_end / c.tau0))
@@ -232,7 +240,19 @@ class SupernetTrainer:
             "truncated": truncated,
         }
         rec.update(self.log_arch(self.net))
+        rec.update(self.net.concentration())  # max_prob, entropy
         return rec
+
+    def convergence(self) -> dict[str, Any]:
+        """Where the search ended: the distribution's concentration, the last epoch's τ and the
+        τ the plan ends at (None for a supernet without temperature), the epochs run."""
+        st = self.state
+        uses_tau = getattr(self.net, "uses_tau", True)
+        last = st.history[-1]["tau"] if st.history else self.tau(0)
+        return {**self.net.concentration(),
+                "tau_final": float(last) if uses_tau else None,
+                "tau_end_planned": self.tau(st.planned_epochs - 1) if uses_tau else None,
+                "epochs": int(st.epoch)}
 
     def fit(self, stop_at: int | None = None) -> LoopState:
         """Train until the planned epochs (or the time budget) are done; resumable.
@@ -257,6 +277,7 @@ class SupernetTrainer:
                     "tau": f"{rec['tau']:.2f}"}
             if rec["cost"] is not None:
                 post["cost"] = f"{rec['cost']:.4g}"
+            post["pmax"], post["H"] = f"{rec['max_prob']:.2f}", f"{rec['entropy']:.2f}"
             bar.set_postfix(post)
             bar.update(1)
             self.save()

@@ -15,6 +15,9 @@ relaxation (DARTS mixed ops, …) plugs in without a copied loop:
   architectures from the learned distribution), ``one_hot(arch)`` (the relaxation that selects
   exactly ``arch``: forward at it equals ``extract(arch)``), ``extract(arch)``;
 - ``arch_state()``: the JSON the history and reports plot (probabilities per decision);
+- ``probability_rows()``: one probability vector per decision (FBNet: a layer's blocks;
+  FBNetV2: a resolution/width/expansion; DenseNAS: an op slot or a block's outgoing paths),
+  from which :meth:`Supernet.concentration` says how far the search has decided;
 - constraint repair: ``moves(arch)`` lists one-decision neighbours with their log-probability
   loss, ``repair_starts(arch)`` the starting points to try (the shared
   :func:`nasforge.cost.targets.repair` does the rest).
@@ -33,6 +36,25 @@ from torch import nn
 from nasforge.arch import Arch
 from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Move, Targets, repair
+
+
+def concentration(rows: Iterable[torch.Tensor]) -> dict[str, float]:
+    """How decided a distribution is: the mean over decisions of the largest probability
+    (1/K when uniform, 1 when one-hot) and the mean entropy in nats (log K uniform, 0 one-hot).
+
+    Rows with fewer than two options are no decision and are left out; with none at all the
+    distribution is trivially decided (1, 0)."""
+    pmax, ent = [], []
+    for r in rows:
+        p = torch.as_tensor(r, dtype=torch.float64).detach().cpu().flatten()
+        if p.numel() < 2:
+            continue
+        p = p / p.sum()
+        pmax.append(float(p.max()))
+        ent.append(float(-(p * torch.log(p.clamp_min(1e-300))).sum()))
+    if not pmax:
+        return {"max_prob": 1.0, "entropy": 0.0}
+    return {"max_prob": sum(pmax) / len(pmax), "entropy": sum(ent) / len(ent)}
 
 
 class Supernet(nn.Module):
@@ -67,6 +89,18 @@ class Supernet(nn.Module):
 
     @abstractmethod
     def arch_state(self) -> dict[str, Any]: ...
+
+    #: whether the relaxation reads the loop's temperature (DenseNAS: plain softmax, no τ)
+    uses_tau: bool = True
+
+    @abstractmethod
+    def probability_rows(self) -> list[torch.Tensor]:
+        """One probability vector per decision of the relaxation (see the module docstring)."""
+
+    def concentration(self) -> dict[str, float]:
+        """``{"max_prob", "entropy"}`` of :meth:`probability_rows` (:func:`concentration`)."""
+        with torch.no_grad():
+            return concentration(self.probability_rows())
 
     @abstractmethod
     def extract(self, arch: Arch) -> nn.Module: ...

@@ -88,6 +88,8 @@ class DenseSupernet(Supernet):
     """Supernet over a :class:`DenseSpace`; ``costs`` + ``cost`` pick the per-op cost table
     (``flops``: kMACs; ``latency``: corrected LUT µs, ``lut`` required)."""
 
+    uses_tau = False  # plain softmax at :attr:`tau` = 1: the loop's temperature is never read
+
     def __init__(self, space: DenseSpace, num_classes: int, in_channels: int,
                  costs: DenseCosts | None = None, cost: str = "flops", lut=None,  # noqa: ANN001
                  init_std: float = 1e-3) -> None:
@@ -344,6 +346,15 @@ class DenseSupernet(Supernet):
 
     def arch_state(self) -> dict[str, Any]:
         return {"p_paths": self.probabilities()["paths"], "argmax": thaw(self.derive().genes)}
+
+    @torch.no_grad()
+    def probability_rows(self) -> list[torch.Tensor]:
+        """Op rows (every alignment branch and basic layer, full softmax) and path rows (each
+        block's outgoing connections; a block with one successor decides nothing)."""
+        rel = self.sample_relaxation()
+        rows = [r for a in rel.align for r in a]
+        rows += [r for m in rel.layers if m is not None for r in m]
+        return rows + list(rel.paths[:-1])
 
     def moves(self, arch: Arch) -> Iterable[Move]:
         """Every single op change on ``arch``'s path (alignment branch or basic layer), with

@@ -265,6 +265,12 @@ class DMaskingSupernet(Supernet):
     def arch_state(self) -> dict[str, Any]:
         return {"p_theta": self.probabilities()}
 
+    def probability_rows(self) -> list[torch.Tensor]:
+        """One row per decision (resolution, stem, stage widths, block expansions), valid
+        options only."""
+        p = torch.softmax(self.logits().detach().float(), -1)
+        return [p[d, :len(o)] for d, (_, o) in enumerate(self.decisions)]
+
     def moves(self, arch: Arch) -> Iterable[Move]:
         """Every single decision moved to another option, with its loss of log P_θ."""
         logp = [np.log(np.maximum(p, 1e-12)) for p in self.probabilities()]

@@ -124,6 +124,10 @@ class FBNetSupernet(Supernet):
     def arch_state(self) -> dict[str, Any]:
         return {"p_theta": self.probabilities().cpu().tolist()}
 
+    def probability_rows(self) -> list[torch.Tensor]:
+        """One row per searchable layer (its blocks)."""
+        return list(self.probabilities())
+
     def moves(self, arch: Arch) -> Iterable[Move]:
         """Every single-layer block change, with its loss of log P_θ."""
         logp = torch.log_softmax(self.theta.detach().float().cpu(), -1).numpy()
