@@ -34,9 +34,13 @@ def _add_option(p: argparse.ArgumentParser, o: Any) -> None:
                            help=o.help.replace("%", "%%"))
         return
     kind = _json_object if o.type is dict else None if o.type is str else o.type
+    if o.positional:
+        p.add_argument(o.name, type=kind, choices=o.choices,
+                       nargs=None if o.required else "?", help=o.help.replace("%", "%%"))
+        return
     p.add_argument(o.flag, dest=o.name, type=kind, choices=o.choices,
-                   metavar="JSON" if o.type is dict else None,
-                   help=(o.help + shown).replace("%", "%%"))
+                   metavar="JSON" if o.type is dict else None, required=o.required,
+                   help=(o.help + ("" if o.required else shown)).replace("%", "%%"))
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
@@ -61,64 +65,24 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in ("command", "method", "resume")}
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an architecture (or a named model) from scratch")
-    p.add_argument("arch", nargs="?", help="ARCH.json (or a run directory holding arch.json)")
-    p.add_argument("--model", default=None, help="a named model of the zoo instead of ARCH.json")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--subset", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--budget", type=float, default=None, help="training seconds")
-    p.add_argument("--recipe", default=None, help="recipe JSON/YAML file (Recipe fields)")
-    p.add_argument("--out", default=None, help="output directory (default runs/train-<time>)")
-    p.add_argument("--no-progress", action="store_true")
+def _add_commands(sub: argparse._SubParsersAction) -> None:
+    """``train``, ``export``, ``lut``, ``report``: flags generated from their options."""
+    from nasforge import commands
+    from nasforge.methods.settings import options
 
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a trained model to TorchScript / ONNX")
-    p.add_argument("source", help="a run directory (arch.json + model.pt) or ARCH.json")
-    p.add_argument("--weights", default=None, help="model.pt state dict (default: beside arch)")
-    p.add_argument("--dataset", default=None, help="data set that fixes the input shape/classes")
-    p.add_argument("--input-shape", default=None, help="C,H,W (instead of --dataset)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--onnx", action="store_true")
-    p.add_argument("--torchscript", action="store_true")
-    p.add_argument("--out", default=None, help="output folder (default: the source folder)")
-
-
-def _add_lut(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lut", help="build or validate a latency lookup table")
-    p.add_argument("action", choices=["build", "validate"])
-    p.add_argument("--space", required=True)
-    p.add_argument("--target", default="cpu", help="cpu | onnx | cuda")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--in-channels", type=int, default=None)
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--statistic", default="min",
-                   help="min (default: robust to foreign load) | p10 | median | mean")
-    p.add_argument("--out", default=None, help="table path (default: the per-device cache)")
-    p.add_argument("--samples", type=int, default=30, help="validate: random architectures")
-    p.add_argument("--calibration", type=int, default=20,
-                   help="validate: random architectures the improved predictor is fitted on")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="validate: refit the improved predictor even if one is stored")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="validate: last line is one JSON object")
-    p.add_argument("--no-progress", action="store_true")
+    for name, (cls, what) in commands.COMMANDS.items():
+        p = sub.add_parser(name, help=what, description=what,
+                           argument_default=argparse.SUPPRESS)
+        for o in options(cls):
+            if o.cli:
+                _add_option(p, o)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nasforge", description="hardware-aware NAS")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_search(sub)
-    _add_train(sub)
-    _add_export(sub)
-    _add_lut(sub)
-    pr = sub.add_parser("report", help="plots + report.html of a run directory")
-    pr.add_argument("run_dir")
+    _add_commands(sub)
     return ap
 
 
@@ -135,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from nasforge import commands
 
-            getattr(commands, args.command)(args)
+            cls, _ = commands.COMMANDS[args.command]
+            given = {k: v for k, v in vars(args).items() if k != "command"}
+            getattr(commands, args.command)(cls(**given))
     except UserError as e:
         print(f"nasforge: error: {e}", file=sys.stderr)
         return 2

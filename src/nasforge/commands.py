@@ -1,10 +1,15 @@
-"""The non-search CLI commands (train, export, lut, report) as library functions."""
+"""The non-search CLI commands (train, export, lut, report) as library functions.
+
+Each takes one options dataclass (``TrainOptions``, …) whose fields carry their help in
+:func:`~nasforge.methods.settings.opt` metadata: the CLI generates the flags from them
+(``COMMANDS``), a library user builds the dataclass and calls the function.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,64 @@ import torch
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.methods.settings import opt
 from nasforge.spaces.base import SearchSpace
+
+
+@dataclass
+class TrainOptions:
+    arch: str | None = opt(None, "ARCH.json (or a run directory holding arch.json)",
+                           positional=True)
+    model: str | None = opt(None, "a named model of the zoo instead of ARCH.json")
+    dataset: str = opt("digits", "data set to train on")
+    data_dir: str | None = opt(None, "folder with the data set files (or NASFORGE_DATA)")
+    subset: int | None = opt(None, "use this many training images")
+    device: str = opt("auto", "auto | cpu | cuda")
+    seed: int = opt(0, "random seed")
+    epochs: int = opt(30, "training epochs")
+    budget: float | None = opt(None, "training seconds")
+    recipe: str | None = opt(None, "recipe JSON/YAML file (Recipe fields)")
+    out: str | None = opt(None, "output directory (default runs/train-<time>)")
+    progress: bool = opt(True, "progress bars")
+
+
+@dataclass
+class ExportOptions:
+    source: str = opt("", "a run directory (arch.json + model.pt) or ARCH.json",
+                      positional=True, required=True)
+    weights: str | None = opt(None, "model.pt state dict (default: beside arch)")
+    dataset: str | None = opt(None, "data set that fixes the input shape/classes")
+    input_shape: str | None = opt(None, "C,H,W (instead of --dataset)")
+    num_classes: int | None = opt(None, "classes (with --input-shape)")
+    onnx: bool = opt(False, "export ONNX only")
+    torchscript: bool = opt(False, "export TorchScript only")
+    out: str | None = opt(None, "output folder (default: the source folder)")
+
+
+@dataclass
+class LutOptions:
+    action: str = opt("build", "build | validate", ("build", "validate"), positional=True,
+                      required=True)
+    space: str = opt("", "search space whose ops are measured", required=True)
+    target: str = opt("cpu", "cpu | onnx | cuda")
+    threads: int = opt(1, "CPU threads")
+    in_channels: int | None = opt(None, "input channels (default: the space's)")
+    num_classes: int | None = opt(None, "classes (default: the space's)")
+    statistic: str = opt("min", "min (default: robust to foreign load) | p10 | median | mean")
+    out: str | None = opt(None, "table path (default: the per-device cache)")
+    samples: int = opt(30, "validate: random architectures")
+    calibration: int = opt(20, "validate: random architectures the improved predictor is "
+                           "fitted on")
+    recalibrate: bool = opt(False, "validate: refit the improved predictor even if one is "
+                            "stored")
+    seed: int = opt(0, "random seed")
+    json: bool = opt(False, "validate: last line is one JSON object")
+    progress: bool = opt(True, "progress bars")
+
+
+@dataclass
+class ReportOptions:
+    run_dir: str = opt("", "the run directory", positional=True, required=True)
 
 
 def _load_arch(source: str) -> tuple[Arch, SearchSpace, Path]:
@@ -39,7 +101,7 @@ def _recipe(path: str | None, **over: object):  # noqa: ANN202
     return Recipe.from_dict(d)
 
 
-def train(args: argparse.Namespace) -> None:
+def train(args: TrainOptions) -> None:
     from nasforge.cost.flops import count_module
     from nasforge.data import load_dataset
     from nasforge.device import resolve_device, seed_everything
@@ -70,7 +132,7 @@ def train(args: argparse.Namespace) -> None:
     rd = RunDir(out)
     rd.path.mkdir(parents=True, exist_ok=True)
     model, res = train_model(model, data, recipe, seed=args.seed,
-                             checkpoint=rd.file("train.ckpt"), progress=not args.no_progress)
+                             checkpoint=rd.file("train.ckpt"), progress=args.progress)
     torch.save(model.cpu().state_dict(), rd.file("model.pt"))
     if "space" in arch_desc:
         Arch.from_dict(arch_desc).save(rd.file("arch.json"))
@@ -81,7 +143,7 @@ def train(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
-def export(args: argparse.Namespace) -> None:
+def export(args: ExportOptions) -> None:
     from nasforge.data import load_dataset
     from nasforge.export import export_onnx, export_torchscript, load_state
 
@@ -134,7 +196,7 @@ def export(args: argparse.Namespace) -> None:
         print(f"ONNX: {out / 'model.onnx'} (ONNX Runtime max diff {diff:.2e})")
 
 
-def lut(args: argparse.Namespace) -> None:
+def lut(args: LutOptions) -> None:
     from nasforge.cost.lut import load_or_build
     from nasforge.cost.measure import check_target
     from nasforge.spaces.registry import get_space
@@ -147,7 +209,7 @@ def lut(args: argparse.Namespace) -> None:
     if args.action == "build":
         t = load_or_build(space.name, items, target=args.target, threads=args.threads,
                           statistic=args.statistic, path=args.out,
-                          progress=not args.no_progress)
+                          progress=args.progress)
         print(f"{len(t.entries)} entries, overhead {t.overhead_us:.1f} µs, target {t.target}")
         return
     from nasforge.cost.validate import validate_lut
@@ -155,14 +217,23 @@ def lut(args: argparse.Namespace) -> None:
     rep = validate_lut(space, items, in_ch, classes, target=args.target, threads=args.threads,
                        samples=args.samples, rng=np.random.default_rng(args.seed),
                        statistic=args.statistic, lut_path=args.out,
-                       progress=not args.no_progress, calibration=args.calibration,
+                       progress=args.progress, calibration=args.calibration,
                        recalibrate=args.recalibrate)
     if args.json:
         print(json.dumps(rep))
 
 
-def report(args: argparse.Namespace) -> None:
+def report(args: ReportOptions) -> None:
     from nasforge.report.html import write_html_report
 
     path = write_html_report(args.run_dir)
     print(f"report: {path}")
+
+
+#: command -> (options dataclass, help); the CLI's subcommands besides ``search``
+COMMANDS: dict[str, tuple[type, str]] = {
+    "train": (TrainOptions, "train an architecture (or a named model) from scratch"),
+    "export": (ExportOptions, "export a trained model to TorchScript / ONNX"),
+    "lut": (LutOptions, "build or validate a latency lookup table"),
+    "report": (ReportOptions, "plots + report.html of a run directory"),
+}

@@ -24,11 +24,14 @@ Text = str | Callable[[], str]
 Choices = tuple[str, ...] | Callable[[], list[str]] | None
 
 
-def opt(default: Any, help: Text, choices: Choices = None, *, cli: bool = True) -> Any:
+def opt(default: Any, help: Text, choices: Choices = None, *, cli: bool = True,
+        positional: bool = False, required: bool = False) -> Any:
     """A settings field: ``default``, its ``help`` text and allowed ``choices`` (either may be a
     function, evaluated when the CLI is built, for lists that come from a registry).
-    ``cli=False`` keeps a field out of the command line (library-only)."""
-    md = {"help": help, "choices": choices, "cli": cli}
+    ``cli=False`` keeps a field out of the command line (library-only); ``positional`` makes
+    it a positional argument; ``required`` makes the CLI insist on it."""
+    md = {"help": help, "choices": choices, "cli": cli, "positional": positional,
+          "required": required}
     if isinstance(default, (dict, list, set)):
         return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d), metadata=md)
     return dataclasses.field(default=default, metadata=md)
@@ -45,10 +48,12 @@ class Option:
     help: str
     choices: tuple[str, ...] | None
     cli: bool
+    positional: bool = False
+    required: bool = False
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.name if self.positional else "--" + self.name.replace("_", "-")
 
 
 def _unwrap(hint: Any) -> tuple[type, bool]:
@@ -64,7 +69,7 @@ def _unwrap(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
-def options(cls: type[SearchSettings]) -> list[Option]:
+def options(cls: type) -> list[Option]:
     """The fields of ``cls`` in declaration order (a redeclared field keeps its place)."""
     hints = typing.get_type_hints(cls)
     out = []
@@ -75,7 +80,8 @@ def options(cls: type[SearchSettings]) -> list[Option]:
         ch = f.metadata.get("choices")
         out.append(Option(f.name, base, optional, default, h() if callable(h) else h,
                           tuple(ch() if callable(ch) else ch) if ch else None,
-                          f.metadata.get("cli", True)))
+                          f.metadata.get("cli", True), f.metadata.get("positional", False),
+                          f.metadata.get("required", False)))
     return out
 
 
