@@ -15,9 +15,11 @@ import torch
 
 from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Targets
+from nasforge.spaces.darts import DartsConfig, DartsSpace
 from nasforge.spaces.dense import DenseSpace, DenseSpec
 from nasforge.spaces.fbnet import FBNetSpace
 from nasforge.spaces.masking import MaskingSpace
+from nasforge.spaces.nb201 import NB201Config, NB201Space
 from nasforge.supernets.registry import SUPERNETS
 
 TINY_DENSE = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16), sizes=(8, 8, 8, 4, 4),
@@ -29,6 +31,10 @@ SPACES = {
     "fbnet": (lambda: FBNetSpace("fbnet-fmnist"), (1, 28, 28)),
     "dmasking": (lambda: MaskingSpace("fbnetv2-fmnist"), (1, 28, 28)),
     "densenas": (lambda: DenseSpace(TINY_DENSE), (1, 16, 16)),
+    "darts": (lambda: DartsSpace(DartsConfig("darts-tiny", 16, 1, cells=3, channels=4,
+                                             final_cells=3, final_channels=4)), (1, 16, 16)),
+    "darts-nb201": (lambda: NB201Space(NB201Config("nb201-tiny", 16, 1, channels=4,
+                                                   cells_per_stage=1)), (1, 16, 16)),
 }
 NAMES = SUPERNETS.names()
 

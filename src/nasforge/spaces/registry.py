@@ -17,7 +17,7 @@ SpaceFactory = Callable[[], SearchSpace]
 
 
 def _builtins(reg: Registry[SpaceFactory]) -> None:
-    from nasforge.spaces import dense, masking, nsc
+    from nasforge.spaces import darts, dense, masking, nb201, nsc
     from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
 
     for n in SKELETONS.names():
@@ -25,6 +25,8 @@ def _builtins(reg: Registry[SpaceFactory]) -> None:
     masking.register_spaces(reg.register)
     dense.register_spaces(reg.register)
     nsc.register_spaces(reg.register)
+    nb201.register_spaces(reg.register)
+    darts.register_spaces(reg.register)
 
 
 SPACES: Registry[SpaceFactory] = Registry("search space", builtins=_builtins)

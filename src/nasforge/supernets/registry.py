@@ -25,9 +25,12 @@ class SupernetEntry:
 
 
 def _builtins(r: Registry[SupernetEntry]) -> None:
+    from nasforge.spaces.darts import DartsSpace
     from nasforge.spaces.dense import DenseSpace
     from nasforge.spaces.fbnet import FBNetSpace
     from nasforge.spaces.masking import MaskingSpace
+    from nasforge.spaces.nb201 import NB201Space
+    from nasforge.supernets.darts import DartsSupernet, NB201Supernet
     from nasforge.supernets.densenas import DenseSupernet
     from nasforge.supernets.dmasking import DMaskingSupernet
     from nasforge.supernets.fbnet import FBNetSupernet
@@ -38,6 +41,10 @@ def _builtins(r: Registry[SupernetEntry]) -> None:
                                          ("latency", "flops", "params")))
     r.register("densenas", SupernetEntry(DenseSupernet.from_cost_model, DenseSpace,
                                          ("latency", "flops")))
+    r.register("darts", SupernetEntry(DartsSupernet.from_cost_model, DartsSpace,
+                                      ("latency", "flops", "params")))
+    r.register("darts-nb201", SupernetEntry(NB201Supernet.from_cost_model, NB201Space,
+                                            ("latency", "flops", "params")))
 
 
 SUPERNETS: Registry[SupernetEntry] = Registry("supernet", _builtins)

@@ -1,0 +1,357 @@
+"""DARTS supernets (METHODS §6): every edge of the cell is a mixed op ``Σ_o softmax(α_e)_o ·
+o(x)`` over all candidates, so the architecture is continuous and trained by gradient.
+
+- :class:`DartsSupernet` relaxes the ``darts`` space: ``α_normal`` and ``α_reduce`` (14 edges ×
+  8 ops), shared by all normal / all reduction cells; ``derive()`` keeps per node the two inputs
+  whose strongest non-``none`` op weighs most (DARTS's rule).
+- :class:`NB201Supernet` relaxes the ``nb201`` space: one α (6 edges × 5 ops); ``derive()`` is
+  the argmax per edge (``none`` included, as the benchmark's DARTS baseline does).
+
+As in DARTS, the BNs inside the searched cells have no affine parameters (so the mixed op's
+weights alone scale each candidate). The relaxation is plain softmax (no temperature, no
+noise): ``sample_relaxation`` returns the per-edge weights and ``forward(x, weights)`` reads
+them; ``one_hot(arch)`` weighs exactly the genotype's ops 1 and every other candidate and edge
+0, which makes ``forward`` *equal* to ``extract(arch)``: the derived network with the
+supernet's weights (its BN scale and shift stay 1 and 0, what an affine-free BN computes).
+
+DARTS has no cost term (its loss form is ``none``); :meth:`expected_cost` still gives the
+expected cost (kMACs, kparams or LUT µs from the :class:`~nasforge.cost.model.CostModel`'s
+``unit_cost`` of every (cell, edge, op)) for a cost-aware variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.blocks.cell_ops import DARTS_OPS, NB201_OPS
+from nasforge.cost.flops import count_module
+from nasforge.cost.model import CostModel
+from nasforge.cost.targets import Move
+from nasforge.errors import UserError
+from nasforge.models import darts as dm
+from nasforge.models import nb201 as nm
+from nasforge.spaces.darts import CELLS, CHOICES, DartsSpace, derive_genotype
+from nasforge.spaces.nb201 import NB201Space
+from nasforge.supernets.base import Supernet
+from nasforge.supernets.fbnet import MixedOp
+
+Weights = tuple[torch.Tensor, ...]
+
+
+class CellSupernet(Supernet):
+    """What both DARTS relaxations share: softmax(α) per edge, the expected cost, the
+    distribution's JSON and rows, and extraction of the derived network's weights."""
+
+    uses_tau = False
+    space: Any
+    alphas: nn.ParameterList
+    op_names: tuple[str, ...]
+
+    def _init_costs(self, shapes: list[tuple[int, int]]) -> None:
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(s)) for s in shapes)
+        for t, s in enumerate(shapes):
+            self.register_buffer(f"cost_table_{t}", torch.zeros(s))
+        self.register_buffer("fixed_cost", torch.zeros(()))
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._io: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def from_cost_model(cls, space: Any, cost_model: CostModel) -> CellSupernet:
+        """The supernet whose expected cost uses ``cost_model``'s value of every op."""
+        cm = cost_model
+        net = cls(space, cm.num_classes, cm.in_channels)
+        layout = space.cost_layout(cm.num_classes, cm.in_channels)
+        with torch.no_grad():
+            net.fixed_cost.fill_(sum(cm.unit_cost(i.key) for i in layout.fixed)
+                                 + cm.fixed_cost())
+            for t, edges in layout.cells:
+                table = getattr(net, f"cost_table_{t}")
+                table += torch.tensor([[cm.unit_cost(i.key) for i in row] for row in edges])
+        return net
+
+    def counts(self, arch: Arch) -> tuple[int, int]:
+        """(MACs, params) of ``arch`` summed over its cost items (each counted once)."""
+        nc, ic = self._io
+        items = {str(i.key): i for i in self.space.cost_layout(nc, ic).items()}
+        macs = params = 0
+        for key in self.space.lut_keys(arch, nc, ic):
+            k = str(key)
+            if k not in self._counts:
+                c = count_module(items[k].build(), items[k].input_shape)
+                self._counts[k] = (c.macs, c.params)
+            macs += self._counts[k][0]
+            params += self._counts[k][1]
+        return macs, params
+
+    # -- parameter groups ---------------------------------------------------------------------
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.alphas
+
+    # -- relaxation ---------------------------------------------------------------------------
+    def sample_relaxation(self, generator: torch.Generator | None, tau: float,
+                          hard: bool = False, phase: str = "weight") -> Weights:
+        """softmax(α) per edge (deterministic: no noise, no temperature)."""
+        if hard:
+            raise UserError("DARTS relaxes every edge to a softmax mixture; it has no "
+                            "single-path (hard) mode")
+        return tuple(torch.softmax(a, dim=-1) for a in self.alphas)
+
+    def expected_cost(self, sample: Weights) -> torch.Tensor:
+        cost = self.fixed_cost
+        for t, w in enumerate(sample):
+            cost = cost + (w * getattr(self, f"cost_table_{t}")).sum()
+        return cost
+
+    def probabilities(self) -> list[torch.Tensor]:
+        return [torch.softmax(a.detach().float(), dim=-1).cpu() for a in self.alphas]
+
+    def probability_rows(self) -> list[torch.Tensor]:
+        """One row per edge (its candidate ops)."""
+        return [row for p in self.probabilities() for row in p]
+
+    def _logp(self) -> list[np.ndarray]:
+        return [torch.log_softmax(a.detach().double().cpu(), -1).numpy() for a in self.alphas]
+
+    # -- extraction ---------------------------------------------------------------------------
+    def _extract(self, model: nn.Module, mapping: dict[str, str]) -> nn.Module:
+        """Load into ``model`` every supernet tensor, renamed by ``mapping`` (model prefix →
+        supernet prefix) or by its own name; the only model tensors left are the BN scale and
+        shift the affine-free supernet BNs do not have (kept at 1 and 0)."""
+        own = self.state_dict()
+        state = model.state_dict()
+        missing = []
+        for k in state:
+            src = k
+            for dst_prefix, src_prefix in mapping.items():
+                if k.startswith(dst_prefix):
+                    src = src_prefix + k[len(dst_prefix):]
+                    break
+            if src in own and own[src].shape == state[k].shape:
+                state[k] = own[src]
+            else:
+                missing.append(k)
+        bn = {f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+              for p in ("weight", "bias")}
+        unexpected = [k for k in missing if k not in bn]
+        if unexpected:
+            raise RuntimeError(f"supernet has no weights for {unexpected[:5]}")
+        model.load_state_dict(state)
+        return model
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: preprocessing and 14 mixed edges over the 8 candidates."""
+
+    def __init__(self, spec: dm.CellSpec, affine: bool = False) -> None:
+        super().__init__()
+        self.preprocess0, self.preprocess1 = dm.preprocess(spec, affine)
+        self.edges = nn.ModuleList(
+            MixedOp([DARTS_OPS[op](spec.c, spec.stride(j), affine) for op in dm.PRIMITIVES])
+            for i in range(dm.STEPS) for j in range(i + 2))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(dm.STEPS):
+            o = dm.EDGE_OFFSETS[i]
+            node = self.edges[o](states[0], w[o])
+            for j in range(1, i + 2):
+                node = node + self.edges[o + j](states[j], w[o + j])
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+class DartsSupernet(CellSupernet):
+    """The DARTS search network over a :class:`DartsSpace` (its ``cells`` and ``channels``)."""
+
+    op_names = dm.PRIMITIVES
+
+    def __init__(self, space: DartsSpace, num_classes: int, in_channels: int,
+                 affine: bool = False) -> None:
+        super().__init__()
+        cfg = space.cfg
+        self.space = space
+        plan = dm.cell_plan(cfg.cells, cfg.channels, space.input_size)
+        self.stem = dm.make_stem(in_channels, cfg.channels)
+        self.cells = nn.ModuleList(SearchCell(s, affine) for s in plan)
+        self.reduction = [s.reduction for s in plan]
+        self.classifier = nn.Linear(len(dm.CONCAT) * plan[-1].c, num_classes)
+        self._init_costs([(dm.NUM_EDGES, len(dm.PRIMITIVES))] * 2)
+        self._io = (num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor, sample: Weights) -> torch.Tensor:
+        w_normal, w_reduce = sample
+        s0 = s1 = self.stem(x)
+        for cell, red in zip(self.cells, self.reduction):
+            s0, s1 = s1, cell(s0, s1, w_reduce if red else w_normal)
+        return self.classifier(s1.mean((2, 3)))
+
+    def one_hot(self, arch: Arch) -> Weights:
+        m = torch.from_numpy(self.space.one_hot(arch)).to(self.alphas[0])
+        return m[0], m[1]
+
+    # -- derivation ---------------------------------------------------------------------------
+    def derive(self) -> Arch:
+        return self.space.arch(derive_genotype([p.numpy() for p in self.probabilities()]))
+
+    def arch_state(self) -> dict[str, Any]:
+        p = self.probabilities()
+        return {"ops": list(dm.PRIMITIVES),
+                "edges": [f"{i + 2}<-{j}" for i in range(dm.STEPS) for j in range(i + 2)],
+                "normal": p[0].tolist(), "reduce": p[1].tolist()}
+
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
+        """K genotypes from softmax(α): per node two distinct inputs drawn without replacement
+        with probability ∝ each edge's non-``none`` mass, each with an op drawn from its
+        non-``none`` ops (renormalised)."""
+        none = dm.PRIMITIVES.index("none")
+        probs = [np.delete(p.double().numpy(), none, axis=1) for p in self.probabilities()]
+        out = []
+        for _ in range(k):
+            genes: dict[str, Any] = {}
+            for cell, p in zip(CELLS, probs):
+                g = []
+                for i in range(dm.STEPS):
+                    rows = p[dm.EDGE_OFFSETS[i]:dm.EDGE_OFFSETS[i] + i + 2]
+                    mass = rows.sum(1)
+                    for j in sorted(rng.choice(i + 2, 2, replace=False, p=mass / mass.sum())):
+                        g.append([CHOICES[int(rng.choice(len(CHOICES), p=rows[j] / mass[j]))],
+                                  int(j)])
+                genes[cell] = g
+                genes[f"{cell}_concat"] = list(dm.CONCAT)
+            out.append(self.space.arch(genes))
+        return out
+
+    def moves(self, arch: Arch) -> Iterable[Move]:
+        """Every one-gene change — another op on the same edge, or the same op from another
+        input the node does not read — with its loss of log P (the sum over the genotype's
+        edges of log softmax(α_e)[op])."""
+        logp = self._logp()
+        genes = self.space.genotype(arch)
+        for t, cell in enumerate(CELLS):
+            for k, (op, j) in enumerate(genes[cell]):
+                node, other = k // 2, genes[cell][k ^ 1][1]
+                e, o = dm.edge_index(node, j), dm.PRIMITIVES.index(op)
+                for op2 in CHOICES:
+                    if op2 != op:
+                        yield (self._with(genes, cell, k, (op2, j)),
+                               float(logp[t][e, o] - logp[t][e, dm.PRIMITIVES.index(op2)]))
+                for j2 in range(node + 2):
+                    if j2 not in (j, other):
+                        yield (self._with(genes, cell, k, (op, j2)),
+                               float(logp[t][e, o] - logp[t][dm.edge_index(node, j2), o]))
+
+    def _with(self, genes: dict[str, Any], cell: str, k: int, gene: dm.Gene) -> Arch:
+        g = {key: list(v) for key, v in genes.items()}
+        g[cell][k] = gene
+        return self.space.arch(g)
+
+    def max_repair_steps(self, arch: Arch) -> int:
+        return 10 * 2 * 2 * dm.STEPS
+
+    def extract(self, arch: Arch) -> dm.DartsNetwork:
+        """The derived network of ``arch`` (search-sized) with this supernet's weights."""
+        model = self.space.build(arch, self.classifier.out_features,
+                                 self.stem[0].in_channels)
+        genes = self.space.genotype(arch)
+        mapping = {}
+        for ci, red in enumerate(self.reduction):
+            for k, (op, j) in enumerate(genes["reduce" if red else "normal"]):
+                e = dm.edge_index(k // 2, j)
+                mapping[f"cells.{ci}.ops.{k}."] = (
+                    f"cells.{ci}.edges.{e}.blocks.{dm.PRIMITIVES.index(op)}.")
+        return self._extract(model, mapping)
+
+
+class NB201MixedCell(nn.Module):
+    """A NAS-Bench-201 search cell: 6 mixed edges over the 5 candidates."""
+
+    def __init__(self, channels: int, affine: bool = False) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(MixedOp([NB201_OPS[o](channels, affine) for o in nm.OPS])
+                                   for _ in nm.EDGES)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        k = 0
+        for i in range(1, 4):
+            s = self.edges[k](nodes[0], w[k])
+            for j in range(1, i):
+                s = s + self.edges[k + j](nodes[j], w[k + j])
+            k += i
+            nodes.append(s)
+        return nodes[3]
+
+
+class NB201Supernet(CellSupernet):
+    """DARTS over the NAS-Bench-201 cell (the benchmark's macro skeleton around it)."""
+
+    op_names = nm.OPS
+
+    def __init__(self, space: NB201Space, num_classes: int, in_channels: int,
+                 affine: bool = False) -> None:
+        super().__init__()
+        cfg = space.cfg
+        self.space = space
+        self.stem = nm.make_stem(in_channels, cfg.channels)
+        self.cells = nn.ModuleList(
+            NB201MixedCell(cout, affine) if kind == "cell" else nm.ResNetBasicBlock(cin, cout)
+            for kind, cin, cout in nm.stage_plan(cfg.channels, cfg.cells_per_stage))
+        self.searched = [isinstance(c, NB201MixedCell) for c in self.cells]
+        last = cfg.channels * 4
+        self.lastact = nn.Sequential(nn.BatchNorm2d(last), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(last, num_classes)
+        self._init_costs([(len(nm.EDGES), len(nm.OPS))])
+        self._io = (num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor, sample: Weights) -> torch.Tensor:
+        (w,) = sample
+        x = self.stem(x)
+        for cell, searched in zip(self.cells, self.searched):
+            x = cell(x, w) if searched else cell(x)
+        return self.classifier(self.lastact(x).mean((2, 3)))
+
+    def one_hot(self, arch: Arch) -> Weights:
+        m = torch.from_numpy(self.space.encode(arch)).to(self.alphas[0])
+        return (m.view(len(nm.EDGES), len(nm.OPS)),)
+
+    def derive(self) -> Arch:
+        return self.space.arch([nm.OPS[int(i)] for i in self.probabilities()[0].argmax(-1)])
+
+    def arch_state(self) -> dict[str, Any]:
+        return {"ops": list(nm.OPS), "edges": [f"{i}<-{j}" for i, j in nm.EDGES],
+                "cell": self.probabilities()[0].tolist()}
+
+    def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
+        """K cells drawn from Π_e softmax(α_e)."""
+        p = self.probabilities()[0].double().numpy()
+        return [self.space.arch([nm.OPS[int(rng.choice(len(nm.OPS), p=row / row.sum()))]
+                                 for row in p]) for _ in range(k)]
+
+    def moves(self, arch: Arch) -> Iterable[Move]:
+        """Every single-edge op change, with its loss of log P."""
+        logp = self._logp()[0]
+        ops = list(self.space.cell(arch))
+        for e, op in enumerate(ops):
+            o = nm.OPS.index(op)
+            for o2, op2 in enumerate(nm.OPS):
+                if o2 != o:
+                    yield (self.space.arch(ops[:e] + [op2] + ops[e + 1:]),
+                           float(logp[e, o] - logp[e, o2]))
+
+    def max_repair_steps(self, arch: Arch) -> int:
+        return 10 * len(nm.EDGES)
+
+    def extract(self, arch: Arch) -> nm.NB201Network:
+        """The benchmark's network of ``arch`` with this supernet's weights."""
+        model = self.space.build(arch, self.classifier.out_features, self.stem[0].in_channels)
+        ops = self.space.cell(arch)
+        mapping = {f"cells.{ci}.edges.{e}.": f"cells.{ci}.edges.{e}.blocks.{nm.OPS.index(op)}."
+                   for ci, searched in enumerate(self.searched) if searched
+                   for e, op in enumerate(ops)}
+        return self._extract(model, mapping)
