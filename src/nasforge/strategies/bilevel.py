@@ -35,6 +35,7 @@ from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
+from nasforge.strategies.darts_step import unrolled_arch_grad
 from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
 from nasforge.train.schedules import cosine_lr, set_lr
@@ -69,8 +70,14 @@ class SupernetConfig:
     grad_clip: float | None = 5.0
     augment: bool = False
     amp: bool = True
+    # 2: DARTS's second-order θ step (strategies/darts_step.py), unrolled on the train batch
+    # the w step just used (so it needs alternate="step")
+    arch_order: int = 1
 
     def __post_init__(self) -> None:
+        if self.arch_order not in (1, 2) or (self.arch_order == 2 and self.alternate != "step"):
+            raise UserError(f"arch_order must be 1, or 2 with alternate='step', got "
+                            f"{self.arch_order} with alternate={self.alternate!r}")
         if self.tau_schedule not in TAU_SCHEDULES:
             raise UserError(f"tau_schedule must be one of {list(TAU_SCHEDULES)}, got "
                             f"{self.tau_schedule!r}")
@@ -152,6 +159,8 @@ class SupernetTrainer:
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.cfg.augment:
             x = random_crop_flip(x, self.aug_gen)
+        if self.cfg.arch_order == 2:
+            self._train_batch = (x, y)  # the next θ step unrolls on it
         sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
                                             phase="weight")
         loss, ce, cost, logits = self._loss(x, y, sample)
@@ -166,9 +175,17 @@ class SupernetTrainer:
         sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
                                             phase="arch")
         before = self.net.snapshot_arch()
-        loss, ce, cost, logits = self._loss(x, y, sample)
         self.a_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        loss.backward()
+        if self.cfg.arch_order == 2:  # ∇α L_val(w − ξ∇w L_train(w, α), α), ξ = the w lr
+            loss, ce, cost, logits = unrolled_arch_grad(
+                self.net, lambda xb, yb: self._loss(xb, yb, self.net.sample_relaxation(
+                    self.gumbel_gen, self.tau(), self.cfg.hard, phase="arch")),
+                *self._train_batch, x, y, xi=self.w_opt.param_groups[0]["lr"],
+                w_momentum=self.cfg.w_momentum, w_weight_decay=self.cfg.w_weight_decay,
+                w_optimizer_state=self.w_opt.state)
+        else:
+            loss, ce, cost, logits = self._loss(x, y, sample)
+            loss.backward()
         self.a_opt.step()  # type: ignore[union-attr]
         self.net.after_arch_step(sample, before)
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
