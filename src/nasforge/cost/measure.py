@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from nasforge.device import num_threads, preserved_rng
 from nasforge.errors import UserError, require
+from nasforge.progress import Bar
 from nasforge.registry import Registry
 
 STATISTICS = ("median", "p10", "min", "mean")
@@ -164,13 +164,18 @@ def measure_many(modules: Sequence[tuple[nn.Module, tuple[int, ...]]], *, target
     per_round = -(-repeats // rounds)
     order_rng = np.random.default_rng(seed)
     with preserved_rng(), num_threads(None if TARGETS.get(target).device_events else threads):
-        timers = [_prepare(m, (batch, *shape), target, threads, dtype, warmup, tick)
-                  for m, shape in modules]
+        bar = Bar(len(modules) * (rounds + 1), desc, "meas", disable=not progress,
+                  leave=False, digits=0)  # per module: its warm-up, then each round's timing
+        timers = []
+        for m, shape in modules:
+            timers.append(_prepare(m, (batch, *shape), target, threads, dtype, warmup, tick))
+            bar.advance()
         samples: list[list[float]] = [[] for _ in timers]
-        bar = tqdm(range(rounds), desc=desc, disable=not progress, leave=False)
-        for _ in bar:
+        for _ in range(rounds):
             for i in order_rng.permutation(len(timers)):
                 samples[i] += timers[i](per_round)
+                bar.advance()
+        bar.close()
     return [summarize(s, statistic) for s in samples]
 
 

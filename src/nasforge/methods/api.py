@@ -41,6 +41,7 @@ class Result:
     epochs: dict[str, int]
     run_dir: Path
     convergence: dict[str, Any] | None = None  # optional result.json field (supernets)
+    budget: dict[str, Any] | None = None  # optional result.json field (planned/spent seconds)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Result:

@@ -19,6 +19,7 @@ from nasforge.cost.model import CostModel
 from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
+from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import DifferentiableMethod, SearchOutcome, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
@@ -68,7 +69,7 @@ def _loop(s: DenseNASSettings, data: Dataset) -> SupernetConfig:
         batch_size=s.batch_size or 128, w_lr=s.w_lr, w_momentum=0.9,
         w_weight_decay=s.w_weight_decay, theta_lr=s.theta_lr,
         theta_weight_decay=s.theta_weight_decay, theta_betas=(0.5, 0.999), tau0=1.0,
-        tau_schedule="constant", alternate=s.alternate, budget_s=s.budget)
+        tau_schedule="constant", alternate=s.alternate, budget_s=search_budget(s))
 
 
 def _write_path(s: DenseNASSettings, rd: RunDir, data: Dataset, out: SearchOutcome,

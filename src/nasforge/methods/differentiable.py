@@ -14,7 +14,7 @@ the LUT; a resumed run reads its own ``lut.json``) → supernet → the bilevel 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from nasforge.cost.loss import CostLoss
 from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Targets
 from nasforge.data import Dataset
+from nasforge.methods.budget import DIFFERENTIABLE, Budget
 from nasforge.methods.common import Finish, SearchSettings, finish, rng_for, setup, space_name_for
 from nasforge.registry import Registry
 from nasforge.run.rundir import RunDir
@@ -85,9 +86,11 @@ class SearchOutcome:
     candidates: list[Arch]
 
 
-def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
-           data: Dataset) -> SearchOutcome:
-    """The search stage alone: supernet training, derivation, target repair, search.json."""
+def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset,
+           budget: Budget | None = None) -> SearchOutcome:
+    """The search stage alone: supernet training, derivation, target repair, search.json.
+    Within ``budget``'s search stage the loop gets what is left of it once the data, the
+    latency table and the supernet are in (else the seconds the method's loop settings say)."""
     space = m.space_for(s.space, data.input_shape)  # type: ignore[attr-defined]
     targets = Targets.from_settings(s)
     cm = CostModel.for_run(space, data.num_classes, data.input_shape, kind=m.cost_kind(s),
@@ -100,7 +103,11 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
     if counts is not None:
         cm = CostModel(space, data.num_classes, data.input_shape, kind=cm.kind, lut=cm.lut,
                        counter=counts)
-    loop = SupernetTrainer(net, data, m.loop(s, data), m.loss(s), seed=s.seed,
+    cfg = m.loop(s, data)
+    if budget is not None:
+        budget.rebase()  # data, LUT and supernet were fixed costs: re-split what is left
+        cfg = replace(cfg, budget_s=budget.left())
+    loop = SupernetTrainer(net, data, cfg, m.loss(s), seed=s.seed,
                            checkpoint=rd.file("supernet.ckpt"), progress=s.progress)
     loop.resume()
     st = loop.fit()
@@ -121,14 +128,17 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
 
 
 def run(m: DifferentiableMethod, s: SearchSettings, rd: RunDir) -> dict[str, Any]:
-    """Search → derive → repair → rank → train → export → measure; returns result.json."""
-    _, data = setup(s)
-    out = search(m, s, rd, data)
+    """Search → derive → repair → rank → train → export → measure, within ``--budget``
+    (:mod:`nasforge.methods.budget`); returns result.json."""
+    budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=1 + s.samples, run_dir=rd)
+    with budget.stage("search"):
+        _, data = setup(s)
+        out = search(m, s, rd, data, budget)
     result = finish(s, rd, data, Finish(
         space=out.space, candidates=out.candidates, cost_model=out.cost_model,
         targets=out.targets, search_seconds=out.state.elapsed_s,
         search_epochs=out.state.epoch, extra={"derived": thaw(out.derived.genes)},
-        convergence=out.convergence))
+        convergence=out.convergence, budget=budget))
     if m.after is not None:
         m.after(s, rd, data, out, result)
     return result

@@ -15,6 +15,7 @@ from nasforge.data import Dataset
 from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
+from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
@@ -56,7 +57,7 @@ def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
         w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0, tau_decay=s.tau_decay,
         tau_schedule="exponential", alternate=s.alternate, hard=s.single_path,
-        budget_s=s.budget)
+        budget_s=search_budget(s))
 
 
 METHOD = DifferentiableMethod(

@@ -16,6 +16,7 @@ from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset
 from nasforge.data.batches import default_batch_size
 from nasforge.methods import differentiable
+from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
@@ -60,7 +61,7 @@ def _loop(s: FBNetV2Settings, data: Dataset) -> SupernetConfig:
         epochs=epochs, warmup_epochs=warmup_epochs(s, epochs, 1 / 9, minimum=1),
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
         w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0, tau_schedule="geometric",
-        tau_end=s.tau_end, alternate=s.alternate, hard=s.single_path, budget_s=s.budget)
+        tau_end=s.tau_end, alternate=s.alternate, hard=s.single_path, budget_s=search_budget(s))
 
 
 METHOD = DifferentiableMethod(

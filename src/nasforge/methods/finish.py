@@ -4,12 +4,16 @@
 scratch; resumable through ``candidates.json``) → :func:`train_final` (the best, from scratch)
 → :func:`export_model` (arch.json, model.pt, TorchScript, ONNX) → :func:`measure` (latency on
 the target, counts, the prediction, peak memory) → :func:`write_outputs` (result.json, run.json,
-report.md). :func:`finish` composes them the way every method's ``run()`` uses them.
+report.md). :func:`finish` composes them the way every method's ``run()`` uses them, each
+stage under its share of the command's ``--budget`` (:mod:`nasforge.methods.budget`): the
+ranking's seconds are split over the candidates it trains, the final training gets the train
+stage's seconds, and ``result.json`` records the plan and what each stage spent.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,7 @@ from nasforge.cost.targets import Targets
 from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.export import export_onnx, export_torchscript
+from nasforge.methods.budget import DIFFERENTIABLE, Budget
 from nasforge.methods.settings import SearchSettings
 from nasforge.run.result import write_result
 from nasforge.run.rundir import RunDir
@@ -32,6 +37,9 @@ from nasforge.spaces.base import SearchSpace
 from nasforge.train.trainer import Recipe, TrainResult, train_model
 
 MIB = 2**20
+#: the least seconds worth a candidate's short training under a budget: a ranking that cannot
+#: give each candidate this much trains fewer (the derived argmax first), or none
+MIN_CANDIDATE_S = 2.0
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Finish:
     search_epochs: int
     extra: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, Any] | None = None  # result.json's optional field (supernets)
+    budget: Budget | None = None  # the command's budget, its search stage done (None: a plan
+    # from the settings, the search counted as ``search_seconds``)
 
 
 @dataclass(frozen=True)
@@ -116,11 +126,15 @@ def price(candidates: Sequence[Arch], cost_model: CostModel,
 
 def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targets: Targets, *,
          epochs: int = 2, seed: int = 0, recipe: dict[str, Any] | None = None,
-         run_dir: RunDir | None = None, progress: bool = False) -> Ranking:
+         run_dir: RunDir | None = None, progress: bool = False,
+         budget_s: float | None = None) -> Ranking:
     """Pick the candidate to train: of those that meet ``targets``, the best after ``epochs``
     of training from scratch (when there are several and ``epochs`` > 0), else the first.
     With ``run_dir`` each finished short training is recorded in ``candidates.json`` and a
-    resumed call skips it."""
+    resumed call skips it. ``budget_s``: seconds for all the short trainings; each candidate
+    gets an equal part of what is left (one that ends early leaves its rest to the next), and
+    only as many are trained, in order, as get :data:`MIN_CANDIDATE_S` each."""
+    t0 = time.perf_counter()
     priced = price(candidates, cost_model, targets)
     ok = [c for c in priced if c.meets]
     if not ok:
@@ -134,14 +148,21 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     if len(ok) == 1 or epochs <= 0:
         return Ranking(ok[0].arch, priced, ranked)
     done = {json.dumps(r["arch"]) for r in ranked}
-    short = Recipe(epochs=epochs, **(recipe or {}))
-    for c in ok:
-        if json.dumps(c.arch.genes) in done:
-            continue
+    todo = [c for c in ok if json.dumps(c.arch.genes) not in done]
+    if budget_s is not None:
+        todo = todo[:int(budget_s // MIN_CANDIDATE_S)]
+        if not ranked and len(todo) <= 1:  # no time to compare candidates: the first
+            return Ranking(ok[0].arch, priced, ranked)
+    for k, c in enumerate(todo):
+        each = None if budget_s is None else (
+            max(0.0, budget_s - (time.perf_counter() - t0)) / (len(todo) - k))
+        given = {} if each is None else {"budget_s": each}
+        short = Recipe(epochs=epochs, **{**(recipe or {}), **given})
         torch.manual_seed(seed)
         model = cost_model.build(c.arch)
         _, res = train_model(model, data, short, seed=seed, progress=progress,
-                             desc=f"candidate {len(ranked) + 1}/{len(ok)}")
+                             desc=f"candidate {len(ranked) + 1}/{len(ok)}",
+                             share=(k + 1, len(todo)), test=False)
         ranked.append({**c.row(), "val_acc": res.val_acc, "seconds": res.seconds})
         if run_dir is not None:
             run_dir.write_json("candidates.json", ranked)
@@ -223,20 +244,31 @@ def write_outputs(rd: RunDir, result: dict[str, Any], *, run_info: dict[str, Any
 
 def finish(s: SearchSettings, rd: RunDir, data: Dataset, f: Finish) -> dict[str, Any]:
     """Rank the candidates by short from-scratch training, train the best, export, measure,
-    write the run's outputs; returns the result.json fields."""
+    write the run's outputs, each stage within its part of ``f.budget``; returns the
+    result.json fields."""
+    budget = f.budget
+    if budget is None:
+        budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=len(f.candidates))
+        budget.record("search", f.search_seconds)
     recipe = s.extra.get("recipe", {})
-    r = rank(f.candidates, data, f.cost_model, f.targets, epochs=s.candidate_epochs,
-             seed=s.seed, recipe=recipe, run_dir=rd, progress=s.progress)
-    model, res = train_final(f.space, r.best, data, epochs=s.train_epochs,
-                             budget_s=s.train_budget, seed=s.seed, recipe=recipe,
-                             checkpoint=rd.file("final.ckpt"), progress=s.progress)
-    exports = export_model(model, r.best, data.input_shape, rd.path)
-    m = measure(model, r.best, f.cost_model, f.targets, target=s.target, threads=s.threads)
-    result = result_of(method=s.method, space=f.space.name, dataset=s.dataset, seed=s.seed,
-                       arch=r.best, train=res, m=m, search_seconds=f.search_seconds,
-                       search_epochs=f.search_epochs)
+    with budget.stage("rank"):
+        r = rank(f.candidates, data, f.cost_model, f.targets, epochs=s.candidate_epochs,
+                 seed=s.seed, recipe=recipe, run_dir=rd, progress=s.progress,
+                 budget_s=budget.left())
+    with budget.stage("train"):
+        model, res = train_final(f.space, r.best, data, epochs=s.train_epochs,
+                                 budget_s=budget.left(), seed=s.seed, recipe=recipe,
+                                 checkpoint=rd.file("final.ckpt"), progress=s.progress)
+    with budget.stage("export_measure"):
+        exports = export_model(model, r.best, data.input_shape, rd.path)
+        m = measure(model, r.best, f.cost_model, f.targets, target=s.target,
+                    threads=s.threads)
+        result = result_of(method=s.method, space=f.space.name, dataset=s.dataset,
+                           seed=s.seed, arch=r.best, train=res, m=m,
+                           search_seconds=f.search_seconds, search_epochs=f.search_epochs)
     if f.convergence is not None:
         result["convergence"] = f.convergence
+    result["budget"] = budget.to_dict()
     peak = None if m.costs.peak_memory is None else m.costs.peak_memory / MIB
     run_info = {"settings": s.to_dict(), "candidates": [c.row() for c in r.candidates],
                 "ranking": r.ranked, "exports": exports, "train_history": res.history,

@@ -16,6 +16,7 @@ from nasforge.cost.model import CostModel, MeasuredLatency
 from nasforge.cost.targets import Targets
 from nasforge.errors import UserError
 from nasforge.evaluators import DataSpec, EarlyStopEvaluator
+from nasforge.methods.budget import SAMPLE_BASED, Budget
 from nasforge.methods.common import setup
 from nasforge.methods.finish import Finish, finish
 from nasforge.methods.settings import SearchSettings, opt
@@ -70,6 +71,8 @@ def _options(s: SampleSettings) -> dict[str, Any]:
 
 
 def run(s: SampleSettings, rd: RunDir) -> dict:
+    budget = Budget.for_settings(s, SAMPLE_BASED, n_candidates=s.top, run_dir=rd)
+    budget.start("search")  # trials get what is left of the stage once the data is in
     dev, data = setup(s)
     if s.dataset == "digits":  # mirrored digits are other digits
         s.extra.setdefault("recipe", {"flip": False})
@@ -86,7 +89,8 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
                             latency_threads=s.threads)
     strategy = create_strategy(STRATEGY_OF[s.method], space, seed=s.seed, options=_options(s))
     store = TrialStore(rd.file("trials.sqlite"))
-    cfg = EngineConfig(max_trials=s.max_trials, budget_s=s.budget, max_retries=s.max_retries,
+    budget.rebase()
+    cfg = EngineConfig(max_trials=s.max_trials, budget_s=budget.left(), max_retries=s.max_retries,
                        seed=s.seed, progress=s.progress, desc=f"{s.method} trials")
     with create_executor(s.executor, s.workers, ray_address=s.ray_address,
                          cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
@@ -107,13 +111,14 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
                           for t in store.trials()]}
     store.close()
     rd.write_json("search.json", summary)
+    budget.end()
     result = finish(s, rd, data, Finish(
         space=final_space, candidates=cands,
         cost_model=CostModel(final_space, data.num_classes, data.input_shape, latency=(
             MeasuredLatency(final_space, data.num_classes, data.input_shape, target=s.target,
                             threads=s.threads) if targets.needs_latency else None)),
         targets=targets, search_seconds=res.elapsed_s,
-        search_epochs=res.done, extra={"search": summary}))
+        search_epochs=res.done, extra={"search": summary}, budget=budget))
     if summary["best_block"]:
         with open(rd.file("report.md"), "a") as f:
             f.write(f"\n## Best block ({res.done} trials, best reward "

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.progress import command_eta
 from nasforge.run.executors import Executor, WorkerLost
 from nasforge.run.store import Trial, TrialStore
 from nasforge.strategies.base import Strategy
@@ -189,9 +190,9 @@ class Engine:
                         bar.update(1)
                 if not self.inflight:
                     break
-                timeout = None  # wake up when the budget ends (to stop starting), else wait
+                timeout = 1.0  # wake up every second (the bar moves) and when the budget ends
                 if c.budget_s is not None and c.budget_s > self.elapsed():
-                    timeout = c.budget_s - self.elapsed()
+                    timeout = min(timeout, c.budget_s - self.elapsed())
                 done, _ = cf.wait(list(self.inflight), timeout=timeout,
                                   return_when=cf.FIRST_COMPLETED)
                 for fut in done:
@@ -215,4 +216,5 @@ class Engine:
         if c.max_trials is not None and bar.n:
             eta.append(self.elapsed() / bar.n * max(0, c.max_trials - bar.n))
         best = "-" if self.best is None else f"{self.best:.4f}"
-        return f"best={best} eta={min(eta):.0f}s" if eta else f"best={best}"
+        own = f"best={best} eta={min(eta):.0f}s" if eta else f"best={best}"
+        return own + command_eta(min(eta) if eta else None)

@@ -37,6 +37,30 @@ def _check_convergence(v: Any) -> None:
 OPTIONAL_FIELDS["convergence"] = _check_convergence
 
 
+def _check_budget(v: Any) -> None:
+    """``budget`` (:mod:`nasforge.methods.budget`): ``spent`` seconds per stage, and with a
+    ``--budget`` its ``total``, the ``planned`` split and what each stage was ``allowed``."""
+    keys = {"total", "planned", "allowed", "spent"}
+    if not isinstance(v, dict) or set(v) not in (keys, {"spent"}):
+        raise ValueError(f"budget must be an object with {sorted(keys)} (or only 'spent'), "
+                         f"got {v!r}")
+    stages = {"search", "rank", "train", "export_measure"}
+    for k in keys & set(v):
+        if k == "total":
+            ok = isinstance(v[k], (int, float)) and not isinstance(v[k], bool) and v[k] > 0
+        else:
+            ok = isinstance(v[k], dict) and set(v[k]) <= stages and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+                for x in v[k].values())
+        if not ok:
+            want = ("positive seconds" if k == "total"
+                    else f"seconds ≥ 0 per stage of {sorted(stages)}")
+            raise ValueError(f"budget.{k} must be {want}, got {v[k]!r}")
+
+
+OPTIONAL_FIELDS["budget"] = _check_budget
+
+
 def validate_result(d: dict[str, Any]) -> None:
     """Raise ValueError when ``d`` is not exactly the DESIGN.md schema."""
     extra = set(d) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS)

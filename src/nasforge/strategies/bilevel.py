@@ -29,12 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
+from nasforge.progress import Bar
 from nasforge.strategies.darts_step import unrolled_arch_grad
 from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
@@ -131,6 +131,7 @@ class SupernetTrainer:
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
         self.gumbel_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.state = LoopState(planned_epochs=config.epochs, planned_warmup=config.warmup_epochs)
+        self._bar = Bar(0, "supernet", disable=True)  # fit()'s bar; run_epoch moves it per step
 
     # -- steps ----------------------------------------------------------------------------------
     def tau(self, epoch: int | None = None) -> float:
@@ -247,6 +248,7 @@ class SupernetTrainer:
                 acc["cost"] += cost
                 n_a += len(y)
                 s_a += 1
+            self._bar.advance(1 / len(merged))
         vals = {k: float(v) for k, v in acc.items()}  # one host sync per epoch
         rec: dict[str, Any] = {
             "epoch": e, "tau": self.tau(), "lr": lr, "warmup": warm,
@@ -277,8 +279,8 @@ class SupernetTrainer:
         ``stop_at`` ends this call after that epoch without changing the plan (as if the
         process were interrupted there)."""
         st = self.state
-        bar = tqdm(total=st.planned_epochs, initial=st.epoch, desc="supernet", unit="ep",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = self._bar = Bar(st.planned_epochs, "supernet", "ep", initial=st.epoch,
+                              disable=not self.progress)
         while st.epoch < st.planned_epochs:
             t0 = time.perf_counter()
             rec = self.run_epoch()
@@ -289,14 +291,14 @@ class SupernetTrainer:
             st.epoch += 1
             if self.cfg.budget_s is not None and st.epoch == 1:
                 self._fit_plan_to_budget(dt)
-                bar.total = st.planned_epochs
+                bar.set_total(st.planned_epochs)
             post = {"loss": f"{rec['w_loss']:.3f}", "acc": f"{rec['w_acc']:.3f}",
                     "tau": f"{rec['tau']:.2f}"}
             if rec["cost"] is not None:
                 post["cost"] = f"{rec['cost']:.4g}"
             post["pmax"], post["H"] = f"{rec['max_prob']:.2f}", f"{rec['entropy']:.2f}"
-            bar.set_postfix(post)
-            bar.update(1)
+            bar.goto(st.epoch)
+            bar.set(**post)
             self.save()
             if self.cfg.budget_s is not None and st.elapsed_s >= self.cfg.budget_s:
                 break

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices, default_batch_size
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
 from nasforge.files import RESUME_FIX, load_checkpoint
+from nasforge.progress import Bar
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
 from nasforge.train.evaluate import accuracy
 from nasforge.train.schedules import cosine_lr, set_lr
@@ -91,7 +91,7 @@ def _make_optimizer(params: list[nn.Parameter], r: Recipe,
 class Trainer:
     def __init__(self, model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0,
                  checkpoint: str | Path | None = None, progress: bool = True,
-                 desc: str = "train") -> None:
+                 desc: str = "train", share: tuple[int, int] = (1, 1)) -> None:
         self.r = recipe
         self.data = data
         self.device = data.device
@@ -102,6 +102,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.progress = progress
         self.desc = desc
+        self.share = share  # the bar is part i of n of its stage (candidate i of n)
         self.epoch = 0
         self.planned_epochs = recipe.epochs
         self.elapsed_s = 0.0
@@ -140,22 +141,35 @@ class Trainer:
             return self.r.batch_size
         return default_batch_size(len(self.data.train), cap=128)
 
-    def fit(self, stop_at: int | None = None) -> TrainResult:
+    def fit(self, stop_at: int | None = None, *, test: bool = True) -> TrainResult:
         """Train to the planned epochs; ``stop_at`` ends this call early (as an interruption
-        would) without changing the schedule."""
+        would) without changing the schedule. ``test=False`` skips the test-set accuracy
+        (``nan``): a ranking needs only the validation accuracy.
+
+        With ``recipe.budget_s`` the epochs are cut to what fits: after the first epoch the
+        plan is the epochs whose measured time, plus the final evaluation's, fits the budget;
+        later epochs cut it again if the machine slowed down; an epoch that would run past
+        the budget (a first epoch longer than the whole budget) stops at the batch it ran out
+        on."""
         r = self.r
         n = len(self.data.train)
         bs = self.batch_size()
         steps_per_epoch = max(1, -(-n // bs))
-        bar = tqdm(total=self.planned_epochs, initial=self.epoch, desc=self.desc, unit="ep",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = Bar(self.planned_epochs, self.desc, "ep", initial=self.epoch,
+                  disable=not self.progress, share=self.share)
         while self.epoch < self.planned_epochs:
             t0 = time.perf_counter()
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             idxs = batch_indices(n, bs, self.gen, drop_last=n > bs)
+            seen = 0
+            truncated = False
             for i, idx in enumerate(idxs):
+                if r.budget_s is not None and i > 0 and (
+                        self.elapsed_s + time.perf_counter() - t0 >= r.budget_s):
+                    truncated = True  # out of time inside an epoch: this is the last one
+                    break
                 step = self.epoch * steps_per_epoch + i
                 lr = cosine_lr(r.lr, step, self.planned_epochs * steps_per_epoch,
                                warmup=r.warmup_epochs * steps_per_epoch)
@@ -164,27 +178,42 @@ class Trainer:
                                    self.data.train.y.index_select(0, idx), lr)
                 loss_sum += ls
                 correct += c
-            seen = sum(len(i) for i in idxs)
+                seen += len(idx)
+                bar.advance(1 / len(idxs))
             dt = time.perf_counter() - t0
             self.elapsed_s += dt
-            rec = {"epoch": self.epoch, "loss": float(loss_sum) / seen,
-                   "train_acc": float(correct) / seen, "seconds": dt}
+            rec = {"epoch": self.epoch, "loss": float(loss_sum) / max(seen, 1),
+                   "train_acc": float(correct) / max(seen, 1), "seconds": dt,
+                   "truncated": truncated}
             self.history.append(rec)
             self.epoch += 1
-            if r.budget_s is not None and self.epoch == 1:
-                fit = max(1, int(r.budget_s / max(dt, 1e-6)))
-                self.planned_epochs = min(self.planned_epochs, fit)
-                bar.total = self.planned_epochs
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}")
-            bar.update(1)
+            if r.budget_s is not None:
+                self._fit_to_budget(truncated)
+                bar.set_total(self.planned_epochs)
+            bar.goto(self.epoch)
+            bar.set(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}")
             self.save()
             if stop_at is not None and self.epoch >= stop_at:
                 break
         bar.close()
         final = self.final_model()
         return TrainResult(val_acc=accuracy(final, self.data.val),
-                           test_acc=accuracy(final, self.data.test), epochs=self.epoch,
-                           seconds=self.elapsed_s, history=self.history)
+                           test_acc=accuracy(final, self.data.test) if test else float("nan"),
+                           epochs=self.epoch, seconds=self.elapsed_s, history=self.history)
+
+    def _fit_to_budget(self, truncated: bool) -> None:
+        """Cut the planned epochs to those that fit ``budget_s`` at the mean epoch time so far,
+        keeping room for the final evaluation (forward passes over val and test: ≈ a third of
+        a training step per image). Never plans more epochs than the recipe's."""
+        if truncated:
+            self.planned_epochs = self.epoch
+            return
+        d = self.data
+        per_epoch = self.elapsed_s / max(self.epoch, 1)
+        evaluation = per_epoch * (len(d.val) + len(d.test)) / max(len(d.train), 1) / 3
+        fit = int((self.r.budget_s - evaluation - self.elapsed_s) / max(per_epoch, 1e-6))  # type: ignore[operator]
+        if self.epoch == 1 or self.epoch + fit < self.planned_epochs:
+            self.planned_epochs = max(self.epoch, min(self.planned_epochs, self.epoch + fit))
 
     def final_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else self.model
@@ -224,10 +253,13 @@ class Trainer:
 
 def train_model(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int = 0,
                 checkpoint: str | Path | None = None, progress: bool = True,
-                desc: str = "train") -> tuple[nn.Module, TrainResult]:
-    """Train (resuming from ``checkpoint`` when present); returns the final (EMA) model."""
+                desc: str = "train", share: tuple[int, int] = (1, 1),
+                test: bool = True) -> tuple[nn.Module, TrainResult]:
+    """Train (resuming from ``checkpoint`` when present); returns the final (EMA) model.
+    ``share``: this training is part i of n of its stage (for the command's ETA); ``test``:
+    measure the test accuracy too."""
     t = Trainer(model, data, recipe, seed=seed, checkpoint=checkpoint, progress=progress,
-                desc=desc)
+                desc=desc, share=share)
     t.resume()
-    res = t.fit()
+    res = t.fit(test=test)
     return t.final_model(), res
