@@ -6,13 +6,21 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pytest
 
 from nasforge.api import search
+from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.run.engine import Engine, EngineConfig
+from nasforge.run.executors import LocalExecutor
 from nasforge.run.result import read_result
 from nasforge.run.store import TrialStore
+from nasforge.strategies.base import STRATEGIES, create_strategy
+from nasforge.testing.tabular import load_table
 from nasforge.testing.trials import Slow, always_fails, peak
 
 CHOICES = {"a": [0, 1, 2, 3], "b": [0, 1, 2], "c": ["a", "b"]}
@@ -104,6 +112,8 @@ def test_repeated_architecture_reuses_the_stored_result(tmp_path):
     assert res.done == 8
     assert len(calls.read_text().splitlines()) == 2  # only the two distinct configs ran
     assert sum("reused_from" in t.metrics for t in st.trials()) == 6
+    assert sum(t.reused_from is not None for t in res.trials) == 6  # the API says which
+    assert all(t.reused_from < t.id for t in res.trials if t.reused_from is not None)
 
 
 @pytest.mark.slow
@@ -125,3 +135,75 @@ def test_cli_search_writes_result_and_resumes(tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert TrialStore(out / "trials.sqlite").counts()["done"] == 2  # nothing re-run
+
+
+class _Stop(BaseException):
+    """Raised by the objective to end a run abruptly (no final state write), like a kill."""
+
+
+@dataclass
+class _Table:
+    """The NAS-Bench-Macro reward as an engine trial function; ``stop_at``: calls before a
+    :class:`_Stop`."""
+
+    table: Any
+    stop_at: int | None = None
+    calls: int = 0
+
+    def __call__(self, arch_dict, seed):
+        self.calls += 1
+        if self.stop_at is not None and self.calls > self.stop_at:
+            raise _Stop
+        return {"reward": self.table(Arch.from_dict(arch_dict).genes)}
+
+
+def _engine(path, name, fn, n, **cfg):
+    table = load_table()
+    strat = create_strategy(name, table.space(), seed=4)
+    return Engine(strat, fn, TrialStore(path), LocalExecutor(),
+                  EngineConfig(max_trials=n, progress=False, seed=4, **cfg))
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_resume_from_snapshot_and_event_log_continues_exactly(tmp_path, name):
+    """Stopped between snapshots (the last one 7 events back at most), a resumed run replays
+    the logged asks and tells and goes on exactly as the run that never stopped."""
+    table = load_table()
+    cfg = {"snapshot_every": 7, "reuse": False}  # 2 events per trial: 37 told + 1 asked = 75
+    whole = _engine(tmp_path / "a.sqlite", name, _Table(table), 60, **cfg)
+    whole.run()
+    cut = _engine(tmp_path / "b.sqlite", name, _Table(table, stop_at=37), 60, **cfg)
+    with pytest.raises(_Stop):
+        cut.run()
+    st = TrialStore(tmp_path / "b.sqlite")
+    assert (st.meta("strategy_seq"), st.last_event()) == (70, 75)  # 5 events to replay
+    assert st.counts() == {"running": 1, "done": 37, "failed": 0}
+    resumed = _engine(tmp_path / "b.sqlite", name, _Table(table), 60, **cfg)
+    resumed.run()
+    a, b = TrialStore(tmp_path / "a.sqlite").trials(), TrialStore(tmp_path / "b.sqlite").trials()
+    assert [(t.arch, t.reward, t.status) for t in a] == [(t.arch, t.reward, t.status) for t in b]
+    assert (json.dumps(whole.strategy.state_dict(), sort_keys=True)
+            == json.dumps(resumed.strategy.state_dict(), sort_keys=True))
+
+
+@pytest.mark.parametrize("name", ["qlearning", "reinforce"])
+def test_bytes_written_per_trial_do_not_grow_with_the_run(tmp_path, name):
+    """Bytes the engine writes per trial around trial 1,000 are within 2x of those around
+    trial 100 (a count of payload bytes, not a timing)."""
+    eng = _engine(tmp_path / "t.sqlite", name, _Table(load_table()), 1050)
+    after: list[int] = []
+    finish = eng.store.finish
+
+    def counted(*args, **kwargs):
+        ok = finish(*args, **kwargs)
+        after.append(eng.store.bytes_written)
+        return ok
+
+    eng.store.finish = counted
+    eng.run()
+    per_trial = np.diff(after)  # trial i: its create and its finish (+ snapshots when due)
+    early, late = per_trial[50:150].mean(), per_trial[950:1050].mean()
+    assert late <= 2 * early, (early, late)
+    # and the bar means something: the state itself is large (REINFORCE) or grows (Q-learning)
+    state = len(json.dumps(eng.strategy.state_dict()))
+    assert late < state / 4, (late, state)

@@ -48,13 +48,15 @@ def test_qlearning_finds_best_block_faster_than_random():
 
 def test_q_update_matches_hand_computation():
     space = CategoricalSpace({"a": [0, 1], "b": [0, 1]})
-    q = QLearning(space, options={"replay": 0, "alpha": 0.5, "q_init": 0.0})
+    # the paper's update on the raw reward (rank normalisation off), to check it by hand
+    q = QLearning(space, options={"replay": 0, "alpha": 0.5, "q_init": 0.0, "normalise": "none"})
     arch = space.arch({"a": 1, "b": 0})
     q.tell(arch, 1.0)
     # backwards: last step Q = 0.5·1; first step target = r/T + γ·max Q(s') = 0.5 + 0.5
     assert q.value([["a", 1]], ["b", 0]) == pytest.approx(0.5)
     assert q.value([], ["a", 1]) == pytest.approx(0.5 * (0.5 + 0.5))
-    q2 = QLearning(space, options={"replay": 0, "alpha": 0.5, "q_init": 0.0, "shaping": False})
+    q2 = QLearning(space, options={"replay": 0, "alpha": 0.5, "q_init": 0.0, "shaping": False,
+                                   "normalise": "none"})
     q2.tell(arch, 1.0)
     assert q2.value([], ["a", 1]) == pytest.approx(0.5 * 0.5)
 
@@ -63,7 +65,8 @@ def test_epsilon_schedules():
     c = QLearningConfig(decay_episodes=10)
     assert c.epsilon(0) == 1.0 and c.epsilon(10) == pytest.approx(0.1)
     assert c.epsilon(5) == pytest.approx(0.55) and c.epsilon(99) == pytest.approx(0.1)
-    by_run = QLearningConfig(decay_episodes=None)  # follows the engine's progress fraction
+    # follows the engine's progress fraction (here over the whole run)
+    by_run = QLearningConfig(decay_episodes=None, explore=1.0)
     assert by_run.epsilon(1000, 0.0) == 1.0 and by_run.epsilon(0, 0.5) == pytest.approx(0.55)
     p = QLearningConfig(schedule=[[1.0, 3], [0.5, 2], [0.1, 1]])
     assert [p.epsilon(i) for i in range(7)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
@@ -103,20 +106,17 @@ def test_aging_evolution_removes_the_oldest():
     assert [a.genes["x"] for a, _ in s.population] == [2, 3, 4]
 
 
-@pytest.mark.parametrize("name", ["evolution", "qlearning", "reinforce"])
-def test_strategies_find_the_known_optimum_of_a_toy(name):
-    space = CategoricalSpace({"a": [0, 1, 2, 3], "b": [0, 1, 2, 3], "c": ["a", "b", "c"]})
-    opts = {"evolution": {"population": 8, "sample_size": 3},
-            "qlearning": {"decay_episodes": 60, "alpha": 0.1},
-            "reinforce": {"lr": 0.02}}[name]
-    s = create_strategy(name, space, seed=0, options=opts)
-    best = -1e9
-    for _ in range(120):
-        a = s.ask()
-        r = peak(a.genes)
-        best = max(best, r)
-        s.tell(a, r)
-    assert best == 0.0  # the optimum {a: 1, b: 1, c: 'b'}
+# (The toy-optimum test that stood here passed for a uniform sampler too: 120 draws of a
+# 48-point space. tests/test_contract_strategies.py holds the replacement: every registered
+# strategy against random search on the same seeds of a real tabular benchmark.)
+
+
+def test_default_epsilon_follows_the_run():
+    c = QLearningConfig()  # ε 1.0 → 0.1 over the first `explore` fraction of the run, then 0.1
+    assert c.epsilon(0, 0.0) == 1.0
+    assert c.epsilon(0, c.explore / 2) == pytest.approx(0.55)
+    assert c.epsilon(0, c.explore) == pytest.approx(0.1) and c.epsilon(0, 0.9) == pytest.approx(0.1)
+    assert c.epsilon(10_000, 0.0) == 1.0  # the number of asks alone does not decay it
 
 
 def test_reinforce_moves_probability_towards_reward():

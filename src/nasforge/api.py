@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,28 @@ from nasforge.spaces.categorical import CategoricalSpace
 from nasforge.strategies.base import create_strategy
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a search. It unpacks as ``config, reward, status`` (the former tuple);
+    ``reused_from`` is the id of the earlier trial whose stored result answered it (a repeated
+    configuration, not evaluated again), None when the objective was called."""
+
+    id: int
+    config: dict[str, Any]
+    reward: float | None
+    status: str
+    reused_from: int | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.config, self.reward, self.status))
+
+
 @dataclass
 class SearchResult:
     best_config: dict[str, Any] | None
     best_reward: float | None
-    trials: list[tuple[dict[str, Any], float | None, str]]  # (config, reward, status) by id
+    #: every trial by id; ``max_trials`` counts them all, those answered from the store too
+    trials: list[TrialRecord]
     done: int
     failed: int
     elapsed_s: float
@@ -71,7 +88,8 @@ def search(choices: dict[str, list], objective: Callable[[dict[str, Any]], Any],
     """Maximise ``objective`` over the product of ``choices``.
 
     ``strategy``: ``random | evolution | reinforce | qlearning`` (``options`` are its settings,
-    e.g. ``{"population": 20}``); ``executor``: ``local | process | ray``. Results, strategy state
+    e.g. ``{"population": 20}``; the rest keep the defaults of the strategy's config dataclass,
+    the same as the CLI's); ``executor``: ``local | process | ray``. Results, strategy state
     and RNG live in ``out/trials.sqlite``; ``resume=True`` continues from there.
     """
     space = CategoricalSpace(choices)
@@ -102,7 +120,8 @@ def search(choices: dict[str, list], objective: Callable[[dict[str, Any]], Any],
                          EngineConfig(max_trials=max_trials, budget_s=budget_s,
                                       max_retries=max_retries, reuse=reuse, seed=seed,
                                       progress=progress, desc=f"{strategy} trials")).run()
-        trials = [(thaw(t.arch.genes), t.reward, t.status) for t in store.trials()]
+        trials = [TrialRecord(t.id, thaw(t.arch.genes), t.reward, t.status,
+                              (t.metrics or {}).get("reused_from")) for t in store.trials()]
     finally:
         store.close()
     best = res.best

@@ -63,11 +63,9 @@ class SampleSettings(SearchSettings):
 
 
 def _options(s: SampleSettings) -> dict[str, Any]:
-    opts = dict(s.strategy_options)
-    strat = STRATEGY_OF[s.method]
-    if strat == "qlearning":  # ε: 1.0 → 0.1 over the run (trials or --budget, what ends first)
-        opts.setdefault("decay_episodes", None)
-    return opts
+    """The user's strategy options only: every default lives in the strategy's config dataclass,
+    the same for the CLI and ``nasforge.api.search`` (Q-learning's ε already follows the run)."""
+    return dict(s.strategy_options)
 
 
 def run(s: SampleSettings, rd: RunDir) -> dict:

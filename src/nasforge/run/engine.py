@@ -2,15 +2,27 @@
 
 BlockQNN's master/worker design: up to ``workers`` trials are in flight; whichever result
 arrives first is told to the strategy at once and a new trial takes its place. Every change is
-written to the trial store together with the strategy's state (one transaction), which gives:
+written to the trial store together with what it did to the strategy (one transaction), which
+gives:
 
-- **resume** — a restarted engine loads the strategy and engine state from the store and re-runs
-  the trials that were ``running`` when the previous process died (same trial id, same
-  architecture); results are written once per id, so none is lost and none counted twice;
+- **resume** — a restarted engine rebuilds the strategy's state and re-runs the trials that
+  were ``running`` when the previous process died (same trial id, same architecture); results
+  are written once per id, so none is lost and none counted twice;
+- **constant cost per trial** — the strategy's full state (REINFORCE's controller and Adam
+  moments, ~200 KB; Q-learning's table) is *not* written with every trial: each ask and tell
+  is logged as a small event row, and a snapshot of the state is written every
+  ``snapshot_every`` events; the strategy's append-only lists (Q-learning's replay memory,
+  :attr:`Strategy.append_only`) go to the store as rows, each written once. A resume loads the
+  last snapshot and replays the events logged after it (asks must give the logged
+  architectures again: strategies are deterministic given their state), so it continues
+  exactly as if never stopped, and the bytes written per trial do not grow with the run;
 - **faults** — a trial whose worker died (:class:`~nasforge.run.executors.WorkerLost`) or whose
   function raised is retried up to ``max_retries`` times, then marked ``failed``;
 - **budget** — no new trial starts after ``budget_s`` seconds of search (summed over resumes)
   or ``max_trials`` trials; trials in flight are finished, so none is left ``running``.
+  ``max_trials`` counts every trial, those answered from the store too (``reuse``: a repeated
+  architecture is not trained again, its stored result is told again): each is one ask of the
+  strategy, and counting them bounds the run even when a strategy keeps repeating itself.
 
 The trial function is ``fn(arch_dict, seed) -> metrics`` with a float ``metrics["reward"]``.
 """
@@ -46,6 +58,7 @@ class EngineConfig:
     seed: int = 0
     progress: bool = True
     desc: str = "search"
+    snapshot_every: int = 100  # strategy events (asks + tells) between snapshots of its state
 
     def __post_init__(self) -> None:
         if self.max_trials is None and self.budget_s is None:
@@ -54,6 +67,8 @@ class EngineConfig:
             raise UserError(f"max_trials must be ≥ 1, got {self.max_trials}")
         if self.budget_s is not None and self.budget_s <= 0:
             raise UserError(f"budget must be positive, got {self.budget_s}")
+        if self.snapshot_every < 1:
+            raise UserError(f"snapshot_every must be ≥ 1, got {self.snapshot_every}")
 
 
 @dataclass
@@ -79,38 +94,99 @@ class Engine:
         self.t0 = 0.0
         self.told = 0
         self.best: float | None = None
+        self.seq = 0  # the last strategy event written
+        self.snap_seq = 0  # the event the stored snapshot of the strategy reflects
+        self.rows_stored: dict[str, int] = {}  # append-only rows in the store, per key
+        #: trials by status, kept here (a COUNT over the store per check grew with the run)
+        self.counts = {"running": 0, "done": 0, "failed": 0}
 
     # -- state ---------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.t0
 
-    def _meta(self) -> dict[str, Any]:
-        return {"strategy": self.strategy.state_dict(), "strategy_name": self.strategy.name,
-                "engine": {"elapsed_s": self.elapsed(), "told": self.told}}
+    def _engine_meta(self) -> dict[str, Any]:
+        return {"engine": {"elapsed_s": self.elapsed(), "told": self.told}}
+
+    def _snapshot(self, full: bool = False) -> tuple[dict[str, Any], dict[str, tuple[int, list]]]:
+        """Meta and rows of a snapshot of the strategy after event ``self.seq``; ``full`` keeps
+        the append-only lists inline (the end of a run: the state readable in one piece)."""
+        state = self.strategy.state_dict()
+        rows: dict[str, tuple[int, list]] = {}
+        if not full:
+            for key in self.strategy.append_only:
+                values, start = state[key], self.rows_stored.get(key, 0)
+                rows[key] = (start, values[start:])
+                self.rows_stored[key] = len(values)
+                state = {**state, key: {"__rows__": len(values)}}
+        self.snap_seq = self.seq
+        return ({"strategy": state, "strategy_name": self.strategy.name,
+                 "strategy_seq": self.seq, **self._engine_meta()}, rows)
+
+    def _state_write(self, kind: str | None, value: float | None = None) -> dict[str, Any]:
+        """The store-write keywords for a trial change that made the strategy ``ask`` / ``tell``
+        (``kind``) or did not touch it (None): the event, and a snapshot when one is due."""
+        if kind is None:
+            return {"meta": self._engine_meta()}
+        self.seq += 1
+        if self.seq - self.snap_seq >= self.cfg.snapshot_every:
+            meta, rows = self._snapshot()
+            return {"meta": meta, "rows": rows, "event": (self.seq, kind, value)}
+        return {"meta": self._engine_meta(), "event": (self.seq, kind, value)}
 
     def _restore(self) -> list[Trial]:
-        name = self.store.meta("strategy_name")
+        st = self.store
+        name = st.meta("strategy_name")
         if name is not None and name != self.strategy.name:
-            raise UserError(f"the store {str(self.store.path)!r} belongs to a {name!r} search, "
+            raise UserError(f"the store {str(st.path)!r} belongs to a {name!r} search, "
                             f"not {self.strategy.name!r}; resume with the same strategy")
-        state = self.store.meta("strategy")
-        if state is not None:
-            self.strategy.load_state_dict(state)
-        eng = self.store.meta("engine", {})
+        eng = st.meta("engine", {})
         self.elapsed0 = float(eng.get("elapsed_s", 0.0))
         self.told = int(eng.get("told", 0))
-        best = self.store.best(1)
+        best = st.best(1)
         self.best = best[0].reward if best else None
-        return self.store.trials("running")
+        self.seq = st.last_event()
+        self.counts = st.counts()
+        state = st.meta("strategy")
+        if state is None:  # a new run: its initial state is the first snapshot
+            meta, rows = self._snapshot()
+            st.put_meta(meta, rows=rows)
+            return st.trials("running")
+        for key in self.strategy.append_only:
+            marker = state.get(key)
+            if isinstance(marker, dict) and "__rows__" in marker:
+                state = {**state, key: st.rows(key, int(marker["__rows__"]))}
+            self.rows_stored[key] = st.row_count(key)
+        self.strategy.load_state_dict(state)
+        self.snap_seq = int(st.meta("strategy_seq", self.seq))  # older stores: state is current
+        self._replay(st.events(after=self.snap_seq))
+        return st.trials("running")
+
+    def _replay(self, events: list[tuple[int, int, str, float | None]]) -> None:
+        """Re-apply the asks and tells logged after the snapshot, in their order."""
+        for _, trial_id, kind, value in events:
+            arch = self.store.get(trial_id).arch
+            if kind == "tell":
+                self.strategy.tell(arch, float(value))  # type: ignore[arg-type]
+                continue
+            self.strategy.progress = float(value or 0.0)
+            asked = self.strategy.ask()
+            if asked != arch:
+                raise UserError(
+                    f"cannot resume {str(self.store.path)!r} exactly: replaying the logged asks "
+                    f"of strategy {self.strategy.name!r} gave {asked.to_json()} where trial "
+                    f"{trial_id} had {arch.to_json()}; a strategy must ask the same given the "
+                    "same state (seeded RNG in state_dict()) for a resume to continue")
+
+    def _moved(self, status: str) -> None:
+        self.counts["running"] -= 1
+        self.counts[status] += 1
 
     def _can_start(self) -> bool:
         c = self.cfg
         if c.budget_s is not None and self.elapsed() >= c.budget_s:
             return False
-        if c.max_trials is not None:
-            n = sum(self.store.counts().values())
-            if n >= c.max_trials:
-                return False
+        if c.max_trials is not None and sum(self.counts.values()) >= c.max_trials:
+            return False
         return True
 
     # -- the loop ------------------------------------------------------------------------------
@@ -125,9 +201,11 @@ class Engine:
         reward = float(metrics["reward"])
         self.strategy.tell(arch, reward)
         self.told += 1
-        if not self.store.finish(trial_id, metrics, worker=worker, meta=self._meta()):
+        if not self.store.finish(trial_id, metrics, worker=worker,
+                                 **self._state_write("tell", reward)):
             raise RuntimeError(f"trial {trial_id} was finished twice (store shared with another "
                                "engine?)")
+        self._moved("done")
         if self.best is None or reward > self.best:
             self.best = reward
 
@@ -144,10 +222,13 @@ class Engine:
             msg = f"{type(e).__name__}: {e}"
             if not isinstance(e, WorkerLost):
                 msg += "\n" + "".join(traceback.format_exception(e))[-2000:]
-            if self.cfg.failure_reward is not None:
-                self.strategy.tell(arch, self.cfg.failure_reward)
+            told = self.cfg.failure_reward
+            if told is not None:
+                self.strategy.tell(arch, told)
                 self.told += 1
-            self.store.fail(trial_id, msg, meta=self._meta())
+            if self.store.fail(trial_id, msg,
+                               **self._state_write(None if told is None else "tell", told)):
+                self._moved("failed")
             return
         self._record(trial_id, arch, metrics, worker)
 
@@ -156,14 +237,15 @@ class Engine:
         if c.budget_s is not None:
             f = self.elapsed() / c.budget_s
         if c.max_trials is not None:
-            f = max(f, sum(self.store.counts().values()) / c.max_trials)
+            f = max(f, sum(self.counts.values()) / c.max_trials)
         return min(1.0, f)
 
     def _start_one(self) -> None:
-        self.strategy.progress = self._progress()
+        progress = self.strategy.progress = self._progress()
         arch = self.strategy.ask()
         prev = self.store.find_done(arch) if self.cfg.reuse else None
-        trial_id = self.store.create(arch, meta=self._meta())
+        trial_id = self.store.create(arch, **self._state_write("ask", progress))
+        self.counts["running"] += 1
         if prev is not None:
             self._record(trial_id, arch, {**(prev.metrics or {}), "reused_from": prev.id},
                          "store")
@@ -176,7 +258,7 @@ class Engine:
             self.store.retry(t.id)
             self._launch(t.id, t.arch)
         c = self.cfg
-        counts = self.store.counts()
+        counts = self.counts
         bar = tqdm(total=c.max_trials, initial=counts["done"] + counts["failed"],
                    desc=c.desc, unit="trial", disable=not c.progress, dynamic_ncols=True,
                    bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}, {rate_fmt}"
@@ -184,9 +266,9 @@ class Engine:
         try:
             while True:
                 while len(self.inflight) < self.ex.workers and self._can_start():
-                    before = self.store.counts()["done"]
+                    before = counts["done"]
                     self._start_one()
-                    if self.store.counts()["done"] > before:  # reused: finished at once
+                    if counts["done"] > before:  # reused: finished at once
                         bar.update(1)
                 if not self.inflight:
                     break
@@ -196,13 +278,13 @@ class Engine:
                 done, _ = cf.wait(list(self.inflight), timeout=timeout,
                                   return_when=cf.FIRST_COMPLETED)
                 for fut in done:
-                    n0 = sum(self.store.counts()[k] for k in ("done", "failed"))
+                    n0 = counts["done"] + counts["failed"]
                     self._handle(fut)
-                    bar.update(sum(self.store.counts()[k] for k in ("done", "failed")) - n0)
+                    bar.update(counts["done"] + counts["failed"] - n0)
                 bar.set_postfix_str(self._postfix(bar))
         finally:
             bar.close()
-        self.store.put_meta(self._meta())
+        self.store.put_meta(self._snapshot(full=True)[0])  # the state in one piece, at the end
         counts = self.store.counts()
         best = self.store.best(1)
         return EngineResult(best[0] if best else None, counts["done"], counts["failed"],

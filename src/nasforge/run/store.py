@@ -11,6 +11,13 @@ Contract (what every writer and reader may rely on):
 - A small ``meta`` key/value table holds JSON (the strategy and engine state); ``create`` and
   ``finish`` may update it in the *same transaction*, so the state on disk always matches the
   trials on disk — the property a resume after ``kill -9`` relies on.
+- Two append-only tables let the engine keep what it writes per trial flat however long the
+  run (``run/engine.py``): ``events(seq, trial_id, kind, value)`` — each ask (``value`` = the
+  run's progress) and tell (``value`` = the reward) of the strategy, written with the trial
+  change it belongs to — and ``state_rows(key, idx, value)`` — the rows of the strategy's
+  append-only state lists (a replay memory), written once each.
+- :attr:`TrialStore.bytes_written` counts the payload bytes this connection has written (SQL
+  parameters: architectures, metrics, meta, events, rows; SQLite's page overhead excluded).
 - WAL journal + busy timeout: several processes may write the same file concurrently.
 """
 
@@ -42,7 +49,22 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
 CREATE INDEX IF NOT EXISTS trials_hash ON trials (arch_hash);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    trial_id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('ask', 'tell')),
+    value REAL
+);
+CREATE TABLE IF NOT EXISTS state_rows (
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (key, idx)
+);
 """
+
+#: a strategy event written with a trial change: (seq, 'ask' | 'tell', progress | reward)
+Event = tuple[int, str, float | None]
 
 
 @dataclass
@@ -72,6 +94,7 @@ class TrialStore:
             self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
         except sqlite3.Error as e:
             raise UserError(f"cannot open trial store {str(self.path)!r}: {e}") from None
+        self.bytes_written = 0
         self.db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
@@ -87,57 +110,107 @@ class TrialStore:
         self.db.close()
 
     # -- writes -------------------------------------------------------------------------------
-    def create(self, arch: Arch, *, meta: dict[str, Any] | None = None) -> int:
+    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        """Execute a write, counting its payload in :attr:`bytes_written`."""
+        self.bytes_written += sum(len(a) for a in args if isinstance(a, (str, bytes)))
+        self.bytes_written += 8 * sum(isinstance(a, (int, float)) for a in args)
+        return self.db.execute(sql, args)
+
+    def create(self, arch: Arch, *, meta: dict[str, Any] | None = None,
+               event: Event | None = None,
+               rows: dict[str, tuple[int, list]] | None = None) -> int:
+        """Insert a running trial (with the state that goes with it); returns its id."""
         with self._tx():
-            cur = self.db.execute(
+            cur = self._exec(
                 "INSERT INTO trials (arch_hash, arch_json, status, started_at) "
                 "VALUES (?, ?, 'running', ?)", (arch.hash(), arch.to_json(), time.time()))
-            self._put_meta(meta)
-            return int(cur.lastrowid)  # type: ignore[arg-type]
+            trial_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            self._put_state(trial_id, meta, event, rows)
+            return trial_id
 
     def finish(self, trial_id: int, metrics: dict[str, Any], *, worker: str | None = None,
-               meta: dict[str, Any] | None = None) -> bool:
+               meta: dict[str, Any] | None = None, event: Event | None = None,
+               rows: dict[str, tuple[int, list]] | None = None) -> bool:
         """Record a result once; False (and nothing written) if the trial is not running."""
         with self._tx():
-            cur = self.db.execute(
+            cur = self._exec(
                 "UPDATE trials SET status='done', metrics_json=?, finished_at=?, worker=? "
                 "WHERE id=? AND status='running'",
                 (json.dumps(metrics), time.time(), worker, trial_id))
             if cur.rowcount != 1:
                 return False
-            self._put_meta(meta)
+            self._put_state(trial_id, meta, event, rows)
             return True
 
     def fail(self, trial_id: int, error: str, *, worker: str | None = None,
-             meta: dict[str, Any] | None = None) -> bool:
+             meta: dict[str, Any] | None = None, event: Event | None = None,
+             rows: dict[str, tuple[int, list]] | None = None) -> bool:
         with self._tx():
-            cur = self.db.execute(
+            cur = self._exec(
                 "UPDATE trials SET status='failed', error=?, finished_at=?, worker=? "
                 "WHERE id=? AND status='running'", (error, time.time(), worker, trial_id))
             if cur.rowcount != 1:
                 return False
-            self._put_meta(meta)
+            self._put_state(trial_id, meta, event, rows)
             return True
 
     def retry(self, trial_id: int) -> None:
         """A running trial is started again (after a lost worker or an interrupted run)."""
         with self._tx():
-            self.db.execute("UPDATE trials SET attempts = attempts + 1, started_at=? "
+            self._exec("UPDATE trials SET attempts = attempts + 1, started_at=? "
                             "WHERE id=? AND status='running'", (time.time(), trial_id))
 
-    def put_meta(self, values: dict[str, Any]) -> None:
+    def put_meta(self, values: dict[str, Any], *,
+                 rows: dict[str, tuple[int, list]] | None = None) -> None:
         with self._tx():
             self._put_meta(values)
+            self._put_rows(rows)
+
+    def _put_state(self, trial_id: int, meta: dict[str, Any] | None, event: Event | None,
+                   rows: dict[str, tuple[int, list]] | None) -> None:
+        if event is not None:
+            seq, kind, value = event
+            self._exec("INSERT INTO events (seq, trial_id, kind, value) VALUES (?, ?, ?, ?)",
+                       (seq, trial_id, kind, value))
+        self._put_rows(rows)
+        self._put_meta(meta)
 
     def _put_meta(self, values: dict[str, Any] | None) -> None:
         for k, v in (values or {}).items():
-            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
-                            "DO UPDATE SET value=excluded.value", (k, json.dumps(v)))
+            self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value=excluded.value", (k, json.dumps(v)))
+
+    def _put_rows(self, rows: dict[str, tuple[int, list]] | None) -> None:
+        """Append rows ``start, start+1, …`` of each key (a row already there is kept)."""
+        for key, (start, values) in (rows or {}).items():
+            for i, v in enumerate(values):
+                self._exec("INSERT OR IGNORE INTO state_rows (key, idx, value) VALUES (?, ?, ?)",
+                           (key, start + i, json.dumps(v)))
 
     # -- reads --------------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
+
+    def events(self, after: int = 0) -> list[tuple[int, int, str, float | None]]:
+        """The strategy events ``(seq, trial_id, kind, value)`` with ``seq > after``, in order."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT seq, trial_id, kind, value FROM events WHERE seq > ? ORDER BY seq",
+            (after,))]
+
+    def last_event(self) -> int:
+        """The highest event ``seq`` written (0: none)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def rows(self, key: str, n: int | None = None) -> list[Any]:
+        """The first ``n`` (all) rows of an append-only state list, in order."""
+        cur = self.db.execute("SELECT value FROM state_rows WHERE key=? AND idx < ? ORDER BY idx",
+                              (key, n if n is not None else 2**62))
+        return [json.loads(r[0]) for r in cur.fetchall()]
+
+    def row_count(self, key: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM state_rows WHERE key=?",
+                                   (key,)).fetchone()[0])
 
     def get(self, trial_id: int) -> Trial:
         rows = self._select("WHERE id=?", (trial_id,))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +22,7 @@ import torch
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
+from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
 
 
@@ -51,6 +51,10 @@ class Strategy(ABC):
     """ask/tell search strategy over a :class:`SearchSpace`."""
 
     name: str = ""
+    #: ``state_dict()`` keys whose value is a list that only ever grows at its end (a replay
+    #: memory): the engine stores only the rows added since its last snapshot, so the bytes it
+    #: writes per trial stay flat however long the run
+    append_only: tuple[str, ...] = ()
     #: fraction of the run used so far (trials or budget seconds), set by the engine before
     #: each ask; schedules that follow the run's length (Q-learning's ε) read it
     progress: float = 0.0
@@ -126,20 +130,27 @@ def tensors_from_json(obj: Any) -> Any:
     return obj
 
 
-#: strategy name -> "module:Class" (imported on first use)
-STRATEGIES: dict[str, str] = {
-    "random": "nasforge.strategies.random:RandomSearch",
-    "evolution": "nasforge.strategies.evolution:RegularizedEvolution",
-    "reinforce": "nasforge.strategies.reinforce:Reinforce",
-    "qlearning": "nasforge.strategies.qlearning:QLearning",
-}
+def _builtins(registry: Registry[type[Strategy]]) -> None:
+    """The shipped strategies, registered explicitly (imported on first use of the registry)."""
+    from nasforge.strategies.evolution import RegularizedEvolution
+    from nasforge.strategies.qlearning import QLearning
+    from nasforge.strategies.random import RandomSearch
+    from nasforge.strategies.reinforce import Reinforce
+
+    for cls in (RandomSearch, RegularizedEvolution, Reinforce, QLearning):
+        registry.register(cls.name, cls)
+
+
+#: strategy name -> class ``cls(space, seed=, options=)``; register your own with
+#: ``STRATEGIES.register("mine", MyStrategy)``
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", builtins=_builtins)
+
+#: other names of registered strategies (the CLI method ``blockqnn`` runs Q-learning)
+ALIASES = {"blockqnn": "qlearning"}
 
 
 def create_strategy(name: str, space: SearchSpace, seed: int = 0,
                     options: dict[str, Any] | None = None) -> Strategy:
-    """``random | evolution | reinforce | qlearning`` (``blockqnn`` is an alias of qlearning)."""
-    name = {"blockqnn": "qlearning"}.get(name, name)
-    if name not in STRATEGIES:
-        raise UserError(f"unknown strategy {name!r}; available: {', '.join(sorted(STRATEGIES))}")
-    mod, cls = STRATEGIES[name].split(":")
-    return getattr(importlib.import_module(mod), cls)(space, seed=seed, options=options)
+    """A registered strategy by name (``blockqnn`` is an alias of ``qlearning``); its defaults
+    are its config dataclass's, the same for the CLI and the API."""
+    return STRATEGIES.get(ALIASES.get(name, name))(space, seed=seed, options=options)
