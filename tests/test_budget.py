@@ -92,7 +92,7 @@ def test_unused_seconds_move_on_to_later_stages(clock):
 
 
 def test_an_overrun_shortens_the_later_stages_and_rebase_pays_fixed_costs(clock):
-    b = Budget.plan(100.0, DIFFERENTIABLE, n_candidates=3)
+    b = Budget.plan(100.0, DIFFERENTIABLE, n_candidates=3, export_s=5.0)
     with b.stage("search"):
         clock.t += 20.0  # data and a LUT build, before the loop
         b.rebase()
@@ -104,7 +104,7 @@ def test_an_overrun_shortens_the_later_stages_and_rebase_pays_fixed_costs(clock)
         clock.t += 1.0
     with b.stage("train"):
         assert b.allowed["train"] == pytest.approx(4.0)
-    tiny = Budget.plan(4.0, DIFFERENTIABLE, n_candidates=3)  # all of it for the export
+    tiny = Budget.plan(4.0, DIFFERENTIABLE, n_candidates=3, export_s=5.0)  # all for export
     assert tiny.planned["search"] == 0.0 and tiny.cap("search") == bmod.MIN_CAP_S
 
 

@@ -103,13 +103,12 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
     if counts is not None:
         cm = CostModel(space, data.num_classes, data.input_shape, kind=cm.kind, lut=cm.lut,
                        counter=counts)
-    cfg = m.loop(s, data)
-    if budget is not None:
-        budget.rebase()  # data, LUT and supernet were fixed costs: re-split what is left
-        cfg = replace(cfg, budget_s=budget.left())
-    loop = SupernetTrainer(net, data, cfg, m.loss(s), seed=s.seed,
+    loop = SupernetTrainer(net, data, m.loop(s, data), m.loss(s), seed=s.seed,
                            checkpoint=rd.file("supernet.ckpt"), progress=s.progress)
     loop.resume()
+    if budget is not None:  # data, LUT, supernet were fixed costs: re-split what is left
+        budget.rebase()
+        loop.cfg = replace(loop.cfg, budget_s=budget.left())
     st = loop.fit()
     convergence = loop.convergence()
     net = net.cpu()

@@ -132,8 +132,9 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     of training from scratch (when there are several and ``epochs`` > 0), else the first.
     With ``run_dir`` each finished short training is recorded in ``candidates.json`` and a
     resumed call skips it. ``budget_s``: seconds for all the short trainings; each candidate
-    gets an equal part of what is left (one that ends early leaves its rest to the next), and
-    only as many are trained, in order, as get :data:`MIN_CANDIDATE_S` each."""
+    gets an equal part of what is left (one that ends early leaves its rest to the next; the
+    time a candidate takes beyond its part — building, the first step — is taken off the
+    next ones), and only as many are trained, in order, as get :data:`MIN_CANDIDATE_S` each."""
     t0 = time.perf_counter()
     priced = price(candidates, cost_model, targets)
     ok = [c for c in priced if c.meets]
@@ -153,16 +154,24 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
         todo = todo[:int(budget_s // MIN_CANDIDATE_S)]
         if not ranked and len(todo) <= 1:  # no time to compare candidates: the first
             return Ranking(ok[0].arch, priced, ranked)
+    overhead = 0.0  # a candidate's seconds beyond its training budget (build, first step)
     for k, c in enumerate(todo):
-        each = None if budget_s is None else (
-            max(0.0, budget_s - (time.perf_counter() - t0)) / (len(todo) - k))
+        each = None
+        if budget_s is not None:
+            left = budget_s - (time.perf_counter() - t0)
+            if len(ranked) >= 2 and left < MIN_CANDIDATE_S:
+                break  # out of time: rank those trained
+            each = max(0.0, left / (len(todo) - k) - overhead)
         given = {} if each is None else {"budget_s": each}
         short = Recipe(epochs=epochs, **{**(recipe or {}), **given})
+        t_c = time.perf_counter()
         torch.manual_seed(seed)
         model = cost_model.build(c.arch)
         _, res = train_model(model, data, short, seed=seed, progress=progress,
                              desc=f"candidate {len(ranked) + 1}/{len(ok)}",
                              share=(k + 1, len(todo)), test=False)
+        if each is not None:
+            overhead = max(overhead, time.perf_counter() - t_c - each)
         ranked.append({**c.row(), "val_acc": res.val_acc, "seconds": res.seconds})
         if run_dir is not None:
             run_dir.write_json("candidates.json", ranked)

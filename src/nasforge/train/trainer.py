@@ -103,6 +103,7 @@ class Trainer:
         self.progress = progress
         self.desc = desc
         self.share = share  # the bar is part i of n of its stage (candidate i of n)
+        self._test = True  # fit(test=...): the final evaluation includes the test split
         self.epoch = 0
         self.planned_epochs = recipe.epochs
         self.elapsed_s = 0.0
@@ -149,12 +150,13 @@ class Trainer:
         With ``recipe.budget_s`` the epochs are cut to what fits: after the first epoch the
         plan is the epochs whose measured time, plus the final evaluation's, fits the budget;
         later epochs cut it again if the machine slowed down; an epoch that would run past
-        the budget (a first epoch longer than the whole budget) stops at the batch it ran out
-        on."""
+        the budget (a first epoch longer than the whole budget) stops at the batch where the
+        time left is the evaluation's."""
         r = self.r
         n = len(self.data.train)
         bs = self.batch_size()
         steps_per_epoch = max(1, -(-n // bs))
+        self._test = test
         bar = Bar(self.planned_epochs, self.desc, "ep", initial=self.epoch,
                   disable=not self.progress, share=self.share)
         while self.epoch < self.planned_epochs:
@@ -166,10 +168,11 @@ class Trainer:
             seen = 0
             truncated = False
             for i, idx in enumerate(idxs):
-                if r.budget_s is not None and i > 0 and (
-                        self.elapsed_s + time.perf_counter() - t0 >= r.budget_s):
-                    truncated = True  # out of time inside an epoch: this is the last one
-                    break
+                if r.budget_s is not None and i > 0:
+                    spent = self.elapsed_s + time.perf_counter() - t0
+                    if spent + self._eval_reserve(spent, self.epoch * n + seen) >= r.budget_s:
+                        truncated = True  # out of time inside an epoch: this is the last one
+                        break
                 step = self.epoch * steps_per_epoch + i
                 lr = cosine_lr(r.lr, step, self.planned_epochs * steps_per_epoch,
                                warmup=r.warmup_epochs * steps_per_epoch)
@@ -201,17 +204,23 @@ class Trainer:
                            test_acc=accuracy(final, self.data.test) if test else float("nan"),
                            epochs=self.epoch, seconds=self.elapsed_s, history=self.history)
 
+    def _eval_reserve(self, seconds: float, images: int) -> float:
+        """Seconds the final evaluation will take, from the training time per image so far:
+        forward passes only (≈ a third of a training step per image) over val (and test)."""
+        d = self.data
+        n_eval = len(d.val) + (len(d.test) if self._test else 0)
+        return seconds / max(images, 1) * n_eval / 3
+
     def _fit_to_budget(self, truncated: bool) -> None:
         """Cut the planned epochs to those that fit ``budget_s`` at the mean epoch time so far,
-        keeping room for the final evaluation (forward passes over val and test: ≈ a third of
-        a training step per image). Never plans more epochs than the recipe's."""
+        keeping room for the final evaluation. Never plans more epochs than the recipe's."""
         if truncated:
             self.planned_epochs = self.epoch
             return
-        d = self.data
         per_epoch = self.elapsed_s / max(self.epoch, 1)
-        evaluation = per_epoch * (len(d.val) + len(d.test)) / max(len(d.train), 1) / 3
-        fit = int((self.r.budget_s - evaluation - self.elapsed_s) / max(per_epoch, 1e-6))  # type: ignore[operator]
+        reserve = self._eval_reserve(self.elapsed_s, self.epoch * len(self.data.train))
+        left = self.r.budget_s - reserve - self.elapsed_s  # type: ignore[operator]
+        fit = int(left / max(per_epoch, 1e-6))
         if self.epoch == 1 or self.epoch + fit < self.planned_epochs:
             self.planned_epochs = max(self.epoch, min(self.planned_epochs, self.epoch + fit))
 
