@@ -86,3 +86,20 @@ def _median_band(p: float, n: int, tail: float) -> tuple[int, int]:
     lo = next(m for m in range(1, 100_000) if cdf(m) >= tail)
     hi = next(m for m in range(lo, 100_000) if cdf(m) >= 1 - tail)
     return lo, hi
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_asks_do_not_depend_on_the_rewards_unit(name, table):
+    """Accuracy as a fraction or in percent plus a constant: the same asks (defaults hold on
+    any objective, not only on rewards in [0, 1])."""
+    runs = []
+    for unit, shift in ((1.0, 0.0), (100.0, 5.0)):
+        s = create_strategy(name, table.space(), seed=7)
+        asked = []
+        for i in range(60):
+            s.progress = i / 300
+            a = s.ask()
+            asked.append(a)
+            s.tell(a, unit * table(a.genes) + shift)
+        runs.append(asked)
+    assert runs[0] == runs[1]

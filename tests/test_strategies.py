@@ -10,6 +10,7 @@ from nasforge.spaces.nsc import NSCConfig, NSCSpace
 from nasforge.spaces.registry import get_space
 from nasforge.strategies.base import STRATEGIES, create_strategy
 from nasforge.strategies.qlearning import QLearning, QLearningConfig
+from nasforge.strategies.random import RandomSearch
 from nasforge.testing.trials import peak
 
 BEST = [[1, "conv", 3, 0, 0], [2, "max_pool", 3, 1, 0], [3, "add", 0, 0, 2],
@@ -135,7 +136,24 @@ def test_bad_options_and_spaces_are_user_errors():
         create_strategy("evolution", SPACE, options={"populaton": 3})
     with pytest.raises(UserError, match="unknown strategy"):
         create_strategy("bayes", SPACE)
+    with pytest.raises(UserError, match="available: evolution, qlearning, random, reinforce"):
+        create_strategy("bayes", SPACE)  # a miss lists what exists
     with pytest.raises(UserError, match="decision by decision"):
         create_strategy("qlearning", get_space("fbnet-fmnist"))
     with pytest.raises(UserError, match="alpha"):
         create_strategy("qlearning", SPACE, options={"alpha": 0.0})
+
+
+def test_registry_takes_user_strategies_beside_the_builtins():
+    class Fixed(RandomSearch):
+        name = "fixed"
+
+    STRATEGIES.register("fixed", Fixed)
+    try:
+        assert isinstance(create_strategy("fixed", SPACE), Fixed)
+        assert {"random", "evolution", "reinforce", "qlearning"} <= set(STRATEGIES.names())
+        assert isinstance(create_strategy("blockqnn", SPACE), QLearning)  # the CLI's alias
+        with pytest.raises(UserError, match="already registered"):
+            STRATEGIES.register("random", Fixed)  # a built-in is never replaced
+    finally:
+        STRATEGIES.unregister("fixed")

@@ -2,9 +2,12 @@
 
 A strategy proposes architectures (:meth:`Strategy.ask`) and learns from their rewards
 (:meth:`Strategy.tell`); asks and tells may interleave in any order (results arrive
-asynchronously from the executors). ``state_dict()`` is plain JSON — RNG state included — so
-the engine can store it in the trial database in the same transaction as the trial it
-describes, and a resumed search continues exactly.
+asynchronously from the executors). ``state_dict()`` is plain JSON — RNG state included — and
+a strategy is deterministic given it: the engine stores a snapshot of it in the trial store every
+so many events and logs each ask and tell in between (``run/engine.py``); a resume loads the
+snapshot and replays the log, and continues exactly. Strategies are looked up by name in
+:data:`STRATEGIES` (a :class:`~nasforge.registry.Registry`); each one's defaults are its config
+dataclass's, the same for the CLI and the library API.
 
 Sequential strategies (Q-learning, REINFORCE) build an architecture decision by decision; a
 space offers that view through the :class:`Sequential` protocol (``actions(prefix)``, …).
@@ -130,7 +133,14 @@ def tensors_from_json(obj: Any) -> Any:
     return obj
 
 
-def _builtins(registry: Registry[type[Strategy]]) -> None:
+class StrategyFactory(Protocol):
+    """What the registry holds: a strategy class (or any callable built the same way)."""
+
+    def __call__(self, space: SearchSpace, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> Strategy: ...
+
+
+def _builtins(registry: Registry[StrategyFactory]) -> None:
     """The shipped strategies, registered explicitly (imported on first use of the registry)."""
     from nasforge.strategies.evolution import RegularizedEvolution
     from nasforge.strategies.qlearning import QLearning
@@ -143,7 +153,7 @@ def _builtins(registry: Registry[type[Strategy]]) -> None:
 
 #: strategy name -> class ``cls(space, seed=, options=)``; register your own with
 #: ``STRATEGIES.register("mine", MyStrategy)``
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", builtins=_builtins)
+STRATEGIES: Registry[StrategyFactory] = Registry("strategy", builtins=_builtins)
 
 #: other names of registered strategies (the CLI method ``blockqnn`` runs Q-learning)
 ALIASES = {"blockqnn": "qlearning"}
