@@ -42,6 +42,7 @@ class Result:
     run_dir: Path
     convergence: dict[str, Any] | None = None  # optional result.json field (supernets)
     budget: dict[str, Any] | None = None  # optional result.json field (planned/spent seconds)
+    collapse: dict[str, Any] | None = None  # optional result.json field (DARTS skip collapse)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Result:

@@ -25,7 +25,7 @@ class MethodSpec:
 
 
 def _builtins(reg: Registry[MethodSpec]) -> None:
-    from nasforge.methods import densenas, fbnet, fbnetv2, sampled
+    from nasforge.methods import darts, densenas, fbnet, fbnetv2, sampled
 
     reg.register("fbnet", MethodSpec(
         "fbnet", fbnet.FBNetSettings, fbnet.run,
@@ -36,6 +36,9 @@ def _builtins(reg: Registry[MethodSpec]) -> None:
     reg.register("densenas", MethodSpec(
         "densenas", densenas.DenseNASSettings, densenas.run,
         "DenseNAS: densely connected supernet searching widths and depths (Viterbi path)"))
+    reg.register("darts", MethodSpec(
+        "darts", darts.DartsSettings, darts.run,
+        "DARTS: softmax-relaxed cell (--cell darts|nb201), first/second order, collapse check"))
     for name, what in (("blockqnn", "BlockQNN: Q-learning over NSC blocks"),
                        ("evolution", "regularized evolution over NSC blocks"),
                        ("reinforce", "REINFORCE policy gradient over NSC blocks"),

@@ -61,6 +61,20 @@ def _check_budget(v: Any) -> None:
 OPTIONAL_FIELDS["budget"] = _check_budget
 
 
+def _check_collapse(v: Any) -> None:
+    """``collapse`` (DARTS): skip connections in the derived normal cell, and the warning
+    when they dominate it (None when they do not)."""
+    if not (isinstance(v, dict) and set(v) == {"skip_edges", "edges", "warning"}
+            and all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] >= 0
+                    for k in ("skip_edges", "edges"))
+            and (v["warning"] is None or isinstance(v["warning"], str))):
+        raise ValueError(f"collapse must be {{skip_edges: int, edges: int, warning: str | "
+                         f"None}}, got {v!r}")
+
+
+OPTIONAL_FIELDS["collapse"] = _check_collapse
+
+
 def validate_result(d: dict[str, Any]) -> None:
     """Raise ValueError when ``d`` is not exactly the DESIGN.md schema."""
     extra = set(d) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS)

@@ -73,11 +73,18 @@ class SupernetConfig:
     # 2: DARTS's second-order θ step (strategies/darts_step.py), unrolled on the train batch
     # the w step just used (so it needs alternate="step")
     arch_order: int = 1
+    w_lr_min: float = 0.0  # the cosine schedule's floor (DARTS: 0.001)
+    # β-decay (β-DARTS): λ_e·mean over edges of logsumexp(α_e) added to the θ loss, λ_e =
+    # beta_decay·e/(2·planned epochs) (the official schedule 50·e/100 over 50 epochs); 0: off
+    beta_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arch_order not in (1, 2) or (self.arch_order == 2 and self.alternate != "step"):
             raise UserError(f"arch_order must be 1, or 2 with alternate='step', got "
                             f"{self.arch_order} with alternate={self.alternate!r}")
+        if self.beta_decay < 0 or self.w_lr_min < 0:
+            raise UserError(f"beta_decay and w_lr_min must be ≥ 0, got {self.beta_decay} and "
+                            f"{self.w_lr_min}")
         if self.tau_schedule not in TAU_SCHEDULES:
             raise UserError(f"tau_schedule must be one of {list(TAU_SCHEDULES)}, got "
                             f"{self.tau_schedule!r}")
@@ -100,6 +107,14 @@ class LoopState:
     planned_warmup: int = 0
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def beta_decay_penalty(alphas: Any) -> torch.Tensor:
+    """β-DARTS's Beta-Decay term: the mean over every edge (a row of any α tensor) of
+    logsumexp(α_e); its gradient is softmax(α_e)/#edges, which keeps the activated α small
+    and even (against DARTS's collapse onto parameter-free ops)."""
+    rows = torch.cat([a.reshape(-1, a.shape[-1]).logsumexp(-1) for a in alphas])
+    return rows.mean()
 
 
 class SupernetTrainer:
@@ -187,9 +202,17 @@ class SupernetTrainer:
         else:
             loss, ce, cost, logits = self._loss(x, y, sample)
             loss.backward()
+        lam = self.beta_decay_weight()
+        if lam > 0:  # independent of w: the same term for first and second order
+            (lam * beta_decay_penalty(self.net.arch_parameters())).backward()
         self.a_opt.step()  # type: ignore[union-attr]
         self.net.after_arch_step(sample, before)
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
+
+    def beta_decay_weight(self, epoch: int | None = None) -> float:
+        """β-decay's λ at ``epoch``: linear from 0 over the planned epochs (β-DARTS)."""
+        e = self.state.epoch if epoch is None else epoch
+        return self.cfg.beta_decay * e / (2 * max(self.state.planned_epochs, 1))
 
     # -- epochs ---------------------------------------------------------------------------------
     def _batches(self, split_name: str) -> list[torch.Tensor]:
@@ -205,7 +228,7 @@ class SupernetTrainer:
     def run_epoch(self) -> dict[str, Any]:
         st = self.state
         e = st.epoch
-        lr = cosine_lr(self.cfg.w_lr, e, st.planned_epochs)
+        lr = cosine_lr(self.cfg.w_lr, e, st.planned_epochs, min_lr=self.cfg.w_lr_min)
         set_lr(self.w_opt, lr)
         warm = e < st.planned_warmup
         train_w = warm or self.cfg.alternate == "step" or (e - st.planned_warmup) % 2 == 0
@@ -297,6 +320,8 @@ class SupernetTrainer:
             if rec["cost"] is not None:
                 post["cost"] = f"{rec['cost']:.4g}"
             post["pmax"], post["H"] = f"{rec['max_prob']:.2f}", f"{rec['entropy']:.2f}"
+            if rec.get("collapse"):  # a supernet's own warning (DARTS: skip connections)
+                post["warn"] = str(rec["collapse"])
             bar.goto(st.epoch)
             bar.set(**post)
             self.save()

@@ -52,6 +52,27 @@ class CellSupernet(Supernet):
     space: Any
     alphas: nn.ParameterList
     op_names: tuple[str, ...]
+    parametric_ops: tuple[str, ...]  # the ops with weights (collapse: skip beats them all)
+
+    def normal_ops(self) -> list[str]:
+        """The ops of the derived normal cell (one per kept edge)."""
+        raise NotImplementedError
+
+    def collapse(self) -> dict[str, Any]:
+        """DARTS's known failure: skip connections take over the normal cell. ``warning`` is
+        set when at least half the derived normal cell's edges are ``skip_connect``, or when the
+        mean skip weight over its edges is above every parametric op's."""
+        ops = self.normal_ops()
+        n = sum(o == "skip_connect" for o in ops)
+        mean = self.probabilities()[0].mean(0)
+        skip = float(mean[self.op_names.index("skip_connect")])
+        para = max(float(mean[self.op_names.index(o)]) for o in self.parametric_ops)
+        warning = None
+        if 2 * n >= len(ops):
+            warning = f"skip collapse: {n}/{len(ops)} normal-cell edges are skip_connect"
+        elif skip > para:
+            warning = f"skip collapse: mean skip weight {skip:.3f} > every parametric op's"
+        return {"skip_edges": n, "edges": len(ops), "warning": warning}
 
     def _init_costs(self, shapes: list[tuple[int, int]]) -> None:
         self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(s)) for s in shapes)
@@ -118,6 +139,10 @@ class CellSupernet(Supernet):
     def _logp(self) -> list[np.ndarray]:
         return [torch.log_softmax(a.detach().double().cpu(), -1).numpy() for a in self.alphas]
 
+    def _collapse_state(self) -> dict[str, Any]:
+        c = self.collapse()
+        return {"skip_edges": c["skip_edges"], "collapse": c["warning"]}
+
     # -- extraction ---------------------------------------------------------------------------
     def _extract(self, model: nn.Module, mapping: dict[str, str]) -> nn.Module:
         """Load into ``model`` every supernet tensor, renamed by ``mapping`` (model prefix →
@@ -170,6 +195,7 @@ class DartsSupernet(CellSupernet):
     """The DARTS search network over a :class:`DartsSpace` (its ``cells`` and ``channels``)."""
 
     op_names = dm.PRIMITIVES
+    parametric_ops = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 
     def __init__(self, space: DartsSpace, num_classes: int, in_channels: int,
                  affine: bool = False) -> None:
@@ -199,11 +225,15 @@ class DartsSupernet(CellSupernet):
     def derive(self) -> Arch:
         return self.space.arch(derive_genotype([p.numpy() for p in self.probabilities()]))
 
+    def normal_ops(self) -> list[str]:
+        return [op for op, _ in self.space.genotype(self.derive())["normal"]]
+
     def arch_state(self) -> dict[str, Any]:
         p = self.probabilities()
         return {"ops": list(dm.PRIMITIVES),
                 "edges": [f"{i + 2}<-{j}" for i in range(dm.STEPS) for j in range(i + 2)],
-                "normal": p[0].tolist(), "reduce": p[1].tolist()}
+                "normal": p[0].tolist(), "reduce": p[1].tolist(),
+                **self._collapse_state()}
 
     def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
         """K genotypes from softmax(α): per node two distinct inputs drawn without replacement
@@ -292,6 +322,7 @@ class NB201Supernet(CellSupernet):
     """DARTS over the NAS-Bench-201 cell (the benchmark's macro skeleton around it)."""
 
     op_names = nm.OPS
+    parametric_ops = ("nor_conv_1x1", "nor_conv_3x3")
 
     def __init__(self, space: NB201Space, num_classes: int, in_channels: int,
                  affine: bool = False) -> None:
@@ -323,9 +354,12 @@ class NB201Supernet(CellSupernet):
     def derive(self) -> Arch:
         return self.space.arch([nm.OPS[int(i)] for i in self.probabilities()[0].argmax(-1)])
 
+    def normal_ops(self) -> list[str]:
+        return list(self.space.cell(self.derive()))
+
     def arch_state(self) -> dict[str, Any]:
         return {"ops": list(nm.OPS), "edges": [f"{i}<-{j}" for i, j in nm.EDGES],
-                "cell": self.probabilities()[0].tolist()}
+                "cell": self.probabilities()[0].tolist(), **self._collapse_state()}
 
     def sample(self, k: int, rng: np.random.Generator) -> list[Arch]:
         """K cells drawn from Π_e softmax(α_e)."""

@@ -47,8 +47,16 @@ class Recipe:
     grad_clip: float | None = 5.0
     budget_s: float | None = None
     amp: bool = True
+    # DARTS's final training: the auxiliary head's loss weight (models with
+    # ``forward_with_aux``) and drop path raised linearly to this (models with
+    # ``drop_path_prob``); 0 disables either
+    aux_weight: float = 0.0
+    drop_path: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.aux_weight >= 0 and 0 <= self.drop_path < 1):
+            raise UserError(f"recipe aux_weight must be ≥ 0 and drop_path in [0, 1), got "
+                            f"{self.aux_weight} and {self.drop_path}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"recipe optimizer {self.optimizer!r} unknown; choose from "
                             f"{list(OPTIMIZERS)}")
@@ -118,12 +126,24 @@ class Trainer:
             lam = float(torch.distributions.Beta(r.mixup, r.mixup).sample())  # CPU, no sync
             perm = torch.randperm(len(y), generator=self.gen).to(self.device)
             x = lam * x + (1 - lam) * x.index_select(0, perm)
+        aux = None
         with autocast(self.device, r.amp):
-            logits = self.model(prepare_input(x)).float()
-        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
-        if r.mixup > 0:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(
-                logits, y.index_select(0, perm), label_smoothing=r.label_smoothing)
+            if r.aux_weight > 0 and hasattr(self.model, "forward_with_aux"):
+                logits, aux = self.model.forward_with_aux(prepare_input(x))
+            else:
+                logits = self.model(prepare_input(x))
+        logits = logits.float()
+
+        def ce(out: torch.Tensor) -> torch.Tensor:
+            loss = F.cross_entropy(out, y, label_smoothing=r.label_smoothing)
+            if r.mixup > 0:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(
+                    out, y.index_select(0, perm), label_smoothing=r.label_smoothing)
+            return loss
+
+        loss = ce(logits)
+        if aux is not None:
+            loss = loss + r.aux_weight * ce(aux.float())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if r.grad_clip:
@@ -162,6 +182,8 @@ class Trainer:
         while self.epoch < self.planned_epochs:
             t0 = time.perf_counter()
             self.model.train()
+            if r.drop_path > 0 and hasattr(self.model, "drop_path_prob"):  # DARTS: p·e/E
+                self.model.drop_path_prob = r.drop_path * self.epoch / self.planned_epochs
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             idxs = batch_indices(n, bs, self.gen, drop_last=n > bs)
