@@ -35,7 +35,7 @@ TINY_DARTS = ds.DartsConfig("darts-tiny", 28, 1, cells=3, channels=4, final_cell
 # registers the tiny configs, then runs the CLI (for subprocesses)
 DRIVER = ("import sys; from test_darts_method import register; register(); "
           "from nasforge.cli import main; sys.exit(main(sys.argv[1:]))")
-RUN = ["--dataset", "digits", "--subset", "100", "--batch-size", "16", "--candidate-epochs",
+RUN = ["--dataset", "digits", "--subset", "48", "--batch-size", "16", "--candidate-epochs",
        "0", "--train-epochs", "1", "--no-progress"]
 
 
@@ -102,6 +102,16 @@ def test_collapse_is_flagged_when_skips_dominate_the_normal_cell():
         net.alphas[0][:, conv] = 1.0
     c = net.collapse()
     assert c == {"skip_edges": 0, "edges": 6, "warning": None}
+    with torch.no_grad():  # near-uniform α, skip's mean weight a hair above conv's: noise
+        net.alphas[0].zero_()
+        net.alphas[0][:2, skip] = 0.05
+        net.alphas[0][2:, conv] = 0.02
+    p = net.probabilities()[0].mean(0)
+    assert p[skip] > p[conv] and net.collapse() == {"skip_edges": 2, "edges": 6,
+                                                     "warning": None}
+    with torch.no_grad():
+        net.alphas[0].zero_()
+        net.alphas[0][:, conv] = 1.0
     with torch.no_grad():
         net.alphas[0][:3, skip] = 2.0  # 3 of 6 edges: half
     c = net.collapse()
@@ -219,7 +229,7 @@ def test_kill_and_resume_ends_with_the_same_alpha(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
                                           os.environ.get("PYTHONPATH", "")])}
-    args = [*RUN, "--space", "nb201-tiny", "--epochs", "4", "--order", "2"]
+    args = [*RUN, "--space", "nb201-tiny", "--epochs", "2", "--order", "2"]
 
     def cmd(*a):
         return [sys.executable, "-c", DRIVER, "search", "darts", *a]
