@@ -69,3 +69,19 @@ def test_two_writer_processes_lose_nothing(tmp_path):
         mine = sorted(t.metrics["reward"] for t in done if t.metrics["writer"] == tag)
         assert mine == list(range(n))
         assert st.meta("last_" + tag) == n - 1
+
+
+def test_events_and_rows_go_with_the_trial_change_or_not_at_all(tmp_path):
+    st = TrialStore(tmp_path / "t.sqlite")
+    tid = st.create(Arch("toy", {"x": 1}), event=(1, "ask", 0.25))
+    n0 = st.bytes_written
+    assert st.finish(tid, {"reward": 0.5}, event=(2, "tell", 0.5), rows={"memory": (0, [[1], [2]])})
+    assert st.bytes_written > n0
+    # a refused (duplicate) result writes no event and no row either
+    assert not st.finish(tid, {"reward": 0.9}, event=(3, "tell", 0.9),
+                         rows={"memory": (2, [[3]])})
+    assert st.events() == [(1, tid, "ask", 0.25), (2, tid, "tell", 0.5)]
+    assert st.events(after=1) == [(2, tid, "tell", 0.5)] and st.last_event() == 2
+    assert st.rows("memory") == [[1], [2]] and st.rows("memory", 1) == [[1]]
+    st.put_meta({}, rows={"memory": (1, [[9], [3]])})  # row 1 is kept, row 2 appended
+    assert st.rows("memory") == [[1], [2], [3]] and st.row_count("memory") == 3
