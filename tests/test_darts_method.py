@@ -45,12 +45,23 @@ def register() -> None:
             reg.register(cfg.name, cfg)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tiny_spaces():
     register()
     yield
     ns.CONFIGS.unregister(TINY_NB201.name)
     ds.CONFIGS.unregister(TINY_DARTS.name)
+
+
+SECOND_ORDER = [*RUN, "--space", "nb201-tiny", "--epochs", "2", "--order", "2"]
+
+
+@pytest.fixture(scope="module")
+def second_order_run(tiny_spaces, tmp_path_factory):
+    """One uninterrupted second-order run: checked below and the kill test's reference."""
+    out = tmp_path_factory.mktemp("darts") / "ref"
+    assert main(["search", "darts", *SECOND_ORDER, "--out", str(out)]) == 0
+    return out
 
 
 def _trainer(beta: float, net: NB201Supernet) -> SupernetTrainer:
@@ -196,9 +207,13 @@ def _run(out, *extra) -> dict:
 
 @pytest.mark.parametrize("order", ["1", "2"])
 def test_tiny_nb201_search_writes_result_alpha_history_and_collapse(tmp_path, tiny_spaces,
-                                                                    order):
-    out = tmp_path / "run"
-    r = _run(out, "--space", "nb201-tiny", "--epochs", "2", "--order", order)
+                                                                    second_order_run, order):
+    out = second_order_run
+    if order == "1":
+        out = tmp_path / "run"
+        _run(out, "--space", "nb201-tiny", "--epochs", "2", "--order", order)
+    assert json.loads((out / "run.json").read_text())["settings"]["order"] == int(order)
+    r = read_result(out / "result.json")
     assert r["method"] == "darts" and r["space"] == "nb201-tiny"
     assert r["epochs"] == {"search": 2, "train": 1}
     assert set(r["collapse"]) == {"skip_edges", "edges", "warning"}
@@ -225,19 +240,14 @@ def test_tiny_darts_cell_trains_the_final_network_with_aux_and_drop_path(tmp_pat
 
 
 @pytest.mark.slow
-def test_kill_and_resume_ends_with_the_same_alpha(tmp_path):
+def test_kill_and_resume_ends_with_the_same_alpha(tmp_path, second_order_run):
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
                                           os.environ.get("PYTHONPATH", "")])}
-    args = [*RUN, "--space", "nb201-tiny", "--epochs", "2", "--order", "2"]
-
-    def cmd(*a):
-        return [sys.executable, "-c", DRIVER, "search", "darts", *a]
-
-    ref = tmp_path / "ref"
-    subprocess.run(cmd(*args, "--out", str(ref)), check=True, env=env, capture_output=True)
+    ref = second_order_run
     run = tmp_path / "run"
-    p = subprocess.Popen(cmd(*args, "--out", str(run)), env=env, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, "search", "darts", *SECOND_ORDER,
+                          "--out", str(run)], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     ckpt = run / "supernet.ckpt"
     deadline = time.time() + 120
