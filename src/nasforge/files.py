@@ -57,6 +57,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.replace(tmp, p)
 
 
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: a kill during the write
+    leaves the previous checkpoint intact (read back with :func:`load_checkpoint`)."""
+    import torch
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, p)
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 def fail(what: str, path: str | Path, problem: str, fix: str = "") -> UserError:

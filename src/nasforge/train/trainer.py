@@ -19,7 +19,7 @@ from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices, default_batch_size
 from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
-from nasforge.files import RESUME_FIX, load_checkpoint
+from nasforge.files import RESUME_FIX, load_checkpoint, save_checkpoint
 from nasforge.progress import Bar
 from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
 from nasforge.train.evaluate import accuracy
@@ -257,12 +257,8 @@ class Trainer:
                 "history": self.history, "recipe": asdict(self.r), "rng": rng_state()}
 
     def save(self) -> None:
-        if self.checkpoint is None:
-            return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.checkpoint)
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.state_dict())
 
     def resume(self) -> bool:
         if self.checkpoint is None or not self.checkpoint.is_file():
