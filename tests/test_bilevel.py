@@ -83,7 +83,9 @@ def test_config_errors():
         SupernetConfig(alternate="sometimes")
 
 
-@pytest.mark.parametrize("alternate, ratio", [("step", 2.0), ("epoch", (1 + 24 / 48) / 2)])
+# epoch alternation: a θ epoch costs its steps — val 24 images at batch 16 is 1 step (the last
+# partial batch dropped), train 48 is 3 — so a search epoch is (1 + 1/3)/2 of a warm-up epoch
+@pytest.mark.parametrize("alternate, ratio", [("step", 2.0), ("epoch", (1 + 1 / 3) / 2)])
 def test_budget_plan_counts_search_epochs_dearer_than_warmup(tmp_path, alternate, ratio):
     t = _trainer(tmp_path, epochs=90, alternate=alternate, budget_s=100.0)
     t.state.planned_warmup = 10

@@ -17,6 +17,7 @@ from nasforge.arch import Arch
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.model import CostModel
 from nasforge.data import Dataset
+from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
@@ -24,7 +25,7 @@ from nasforge.methods.differentiable import DifferentiableMethod, SearchOutcome,
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import SPECS, DenseSpace
-from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
 from nasforge.supernets.densenas import DenseSupernet
 
 
@@ -41,9 +42,13 @@ class DenseNASSettings(SearchSettings):
     warmup_epochs: int | None = opt(None, "weights-only epochs (default: a third of the "
                                     "epochs; official 50 of 150)")
     alternate: str = opt("step", "alternate w/θ by", ("step", "epoch"))
+    epoch_steps: int | None = opt(None, "w steps per search epoch at most (default: 8 in a "
+                                  "budgeted search, else the whole train split; 0: whole)")
     w_lr: float = opt(0.2, "SGD learning rate of the weights")
     w_weight_decay: float = opt(4e-5, "weight decay of the weights")
-    theta_lr: float = opt(3e-4, "Adam lr of op and path parameters")
+    theta_lr: float | None = opt(None, "Adam lr of op and path parameters (default: 0.3 in a "
+                                 "budgeted search, whose few θ steps must move them; "
+                                 "otherwise the official 3e-4)")
     theta_weight_decay: float = opt(1e-3, "weight decay of op and path parameters")
     weight_ops: int = opt(1, "ops drawn per layer in weight steps (official 1; 0 = all, full "
                           "weighted sum)")
@@ -62,14 +67,22 @@ def _supernet(space: DenseSpace, cm: CostModel, s: DenseNASSettings) -> DenseSup
     return net
 
 
+#: θ lr of a budgeted search (measured on digits, ~45 s of search: docs/densenas.md)
+BUDGET_THETA_LR = 0.3
+
+
 def _loop(s: DenseNASSettings, data: Dataset) -> SupernetConfig:
     epochs = s.epochs or 150
+    budgeted = search_budget(s) is not None
     return SupernetConfig(
         epochs=epochs, warmup_epochs=warmup_epochs(s, epochs, 1 / 3),  # official: 50 of 150
-        batch_size=s.batch_size or 128, w_lr=s.w_lr, w_momentum=0.9,
-        w_weight_decay=s.w_weight_decay, theta_lr=s.theta_lr,
+        # official 128; small data sets get enough steps per epoch (digits: 32)
+        batch_size=s.batch_size or default_batch_size(len(data.train), cap=128),
+        w_lr=s.w_lr, w_momentum=0.9, w_weight_decay=s.w_weight_decay,
+        theta_lr=short_run_default(s.theta_lr, budgeted, BUDGET_THETA_LR, 3e-4),
         theta_weight_decay=s.theta_weight_decay, theta_betas=(0.5, 0.999), tau0=1.0,
-        tau_schedule="constant", alternate=s.alternate, budget_s=search_budget(s))
+        tau_schedule="constant", alternate=s.alternate, budget_s=search_budget(s),
+        epoch_steps=epoch_steps_for(s.epoch_steps, budgeted))
 
 
 def _write_path(s: DenseNASSettings, rd: RunDir, data: Dataset, out: SearchOutcome,

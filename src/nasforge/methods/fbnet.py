@@ -20,7 +20,7 @@ from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
-from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for
 from nasforge.supernets.fbnet import FBNetSupernet
 
 
@@ -37,6 +37,8 @@ class FBNetSettings(SearchSettings):
     warmup_epochs: int | None = opt(None, "w-only epochs (default: 1/9 of the epochs; paper: "
                                     "10 of 90)")
     alternate: str = opt("step", "alternate w/θ by", ("step", "epoch"))
+    epoch_steps: int | None = opt(None, "w steps per search epoch at most (default: 8 in a "
+                                  "budgeted search, else the whole train split; 0: whole)")
     single_path: bool = opt(False, "hard Gumbel: run one block per layer")
     w_lr: float = opt(0.1, "learning rate of the weights")
     theta_lr: float = opt(0.01, "learning rate of θ")
@@ -57,7 +59,8 @@ def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
         w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0, tau_decay=s.tau_decay,
         tau_schedule="exponential", alternate=s.alternate, hard=s.single_path,
-        budget_s=search_budget(s))
+        budget_s=search_budget(s),
+        epoch_steps=epoch_steps_for(s.epoch_steps, search_budget(s) is not None))
 
 
 METHOD = DifferentiableMethod(

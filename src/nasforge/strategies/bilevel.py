@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,29 @@ from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_mo
 from nasforge.train.schedules import cosine_lr, set_lr
 
 TAU_SCHEDULES = ("exponential", "geometric", "constant")
+T = TypeVar("T")
+#: w steps per epoch of a budgeted search unless asked otherwise: on digits (1,150 training
+#: images, batch 32: 35 steps an epoch) a ~45-s search is then ~5–12 rounds instead of 1–2
+#: passes (figures in docs/fbnetv2.md)
+BUDGET_EPOCH_STEPS = 8
+
+
+def short_run_default(value: T | None, budgeted: bool, short: T, full: T) -> T:
+    """A loop setting left at None: ``short`` in a budgeted search (few steps), ``full`` (the
+    paper's) when the epochs are given or there is no budget."""
+    if value is not None:
+        return value
+    return short if budgeted else full
+
+
+def epoch_steps_for(epoch_steps: int | None, budgeted: bool) -> int | None:
+    """``--epoch-steps``: None → :data:`BUDGET_EPOCH_STEPS` in a budgeted search (whole epochs
+    otherwise: the papers' and bit-reproducible); 0 → whole epochs; n → at most n steps."""
+    if epoch_steps is None:
+        return short_run_default(None, budgeted, BUDGET_EPOCH_STEPS, None)
+    if epoch_steps < 0:
+        raise UserError(f"--epoch-steps must be ≥ 0 (0: whole epochs), got {epoch_steps}")
+    return epoch_steps or None
 
 
 @dataclass
@@ -67,6 +90,10 @@ class SupernetConfig:
     alternate: str = "step"  # step | epoch
     hard: bool = False  # single-path (hard Gumbel, straight-through)
     budget_s: float | None = None
+    # w steps per epoch at most (None: the whole train split). A short budgeted run is only a
+    # few passes over a small data set; as rounds of ``epoch_steps`` steps its plan has enough
+    # epochs for the τ decay, the cosine lr and the warm-up fraction to take effect
+    epoch_steps: int | None = None
     grad_clip: float | None = 5.0
     augment: bool = False
     amp: bool = True
@@ -97,6 +124,9 @@ class SupernetConfig:
                             f"with epochs={self.epochs}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.epoch_steps is not None and self.epoch_steps < 1:
+            raise UserError(f"epoch_steps must be ≥ 1 (or None: whole epochs), got "
+                            f"{self.epoch_steps}")
         self.theta_betas = tuple(self.theta_betas)  # type: ignore[assignment]
 
 
@@ -216,9 +246,17 @@ class SupernetTrainer:
 
     # -- epochs ---------------------------------------------------------------------------------
     def _batches(self, split_name: str) -> list[torch.Tensor]:
+        """The epoch's batches of ``split_name``, at most ``epoch_steps`` of them."""
         split = getattr(self.data, split_name)
-        return batch_indices(len(split), self.cfg.batch_size, self.data_gen, shuffle=True,
-                             drop_last=len(split) > self.cfg.batch_size)
+        out = batch_indices(len(split), self.cfg.batch_size, self.data_gen, shuffle=True,
+                            drop_last=len(split) > self.cfg.batch_size)
+        return out[:self.cfg.epoch_steps] if self.cfg.epoch_steps else out
+
+    def _steps(self, split_name: str) -> int:
+        """How many batches :meth:`_batches` gives for ``split_name``."""
+        n, b = len(getattr(self.data, split_name)), self.cfg.batch_size
+        k = n // b if n > b else 1
+        return min(k, self.cfg.epoch_steps) if self.cfg.epoch_steps else k
 
     def _get(self, split_name: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         split = getattr(self.data, split_name)
@@ -312,8 +350,7 @@ class SupernetTrainer:
             rec["seconds"] = dt
             st.history.append(rec)
             st.epoch += 1
-            if self.cfg.budget_s is not None and st.epoch == 1:
-                self._fit_plan_to_budget(dt)
+            if self.cfg.budget_s is not None and self._replan(dt):
                 bar.set_total(st.planned_epochs)
             post = {"loss": f"{rec['w_loss']:.3f}", "acc": f"{rec['w_acc']:.3f}",
                     "tau": f"{rec['tau']:.2f}"}
@@ -332,6 +369,23 @@ class SupernetTrainer:
         bar.close()
         return st
 
+    def _replan(self, epoch_seconds: float) -> bool:
+        """With a time budget: plan the epochs after the first one (an estimate of a search
+        epoch's cost), and again after the first search epoch of step alternation (its measured
+        cost), so that the last planned epoch — the one at the schedule's final τ — is the one
+        the budget ends in. True when the plan was made."""
+        st = self.state
+        if st.epoch == 1:
+            self._fit_plan_to_budget(epoch_seconds)
+            return True
+        if (st.planned_warmup > 0 and st.epoch == st.planned_warmup + 1
+                and self.cfg.alternate == "step" and self.a_opt is not None):
+            left = float(self.cfg.budget_s) - st.elapsed_s  # type: ignore[arg-type]
+            more = int(left // max(epoch_seconds, 1e-6))
+            st.planned_epochs = min(self.cfg.epochs, st.epoch + max(1, more))
+            return True
+        return False
+
     def _fit_plan_to_budget(self, epoch_seconds: float) -> None:
         """With a time budget, plan the cosine schedule and warm-up over the epochs that fit.
 
@@ -346,7 +400,7 @@ class SupernetTrainer:
             if self.cfg.alternate == "step":
                 search_dt = 2.0 * dt
             else:
-                search_dt = dt * (1.0 + len(self.data.val) / max(len(self.data.train), 1)) / 2
+                search_dt = dt * (1.0 + self._steps("val") / self._steps("train")) / 2
         else:
             search_dt = dt
         frac = self.cfg.warmup_epochs / self.cfg.epochs

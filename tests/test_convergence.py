@@ -1,0 +1,170 @@
+"""Convergence of a supernet search: the concentration metric, the τ plan under a budget, and
+the ``convergence`` field of ``result.json``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nasforge.cli import main
+from nasforge.cost.loss import CostLoss
+from nasforge.cost.model import CostModel
+from nasforge.run.result import read_result, validate_result
+from nasforge.spaces.dense import DenseSpace, DenseSpec
+from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
+from nasforge.spaces.masking import MaskingSpace
+from nasforge.strategies import bilevel
+from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.base import concentration
+from nasforge.supernets.densenas import DenseSupernet
+from nasforge.supernets.dmasking import DMaskingSupernet
+from nasforge.supernets.fbnet import FBNetSupernet
+from nasforge.testing import tiny_dataset
+
+TINY = Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1)
+TINY_DENSE = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16), sizes=(8, 8, 8, 4, 4),
+                       layers=(0, 1, 2, 1, 1), last_channels=24, connect=3,
+                       stages=(0, 1, 1, 2, 2, 3), in_channels=1)
+
+
+# -- the metric ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [2, 5, 9])
+def test_uniform_rows_give_one_over_k_and_log_k(k):
+    c = concentration([torch.full((k,), 1.0 / k)] * 3)
+    assert c["max_prob"] == pytest.approx(1.0 / k)
+    assert c["entropy"] == pytest.approx(math.log(k))
+
+
+def test_one_hot_rows_give_one_and_zero():
+    c = concentration([torch.eye(4)[i] for i in range(4)])
+    assert c == {"max_prob": pytest.approx(1.0), "entropy": pytest.approx(0.0, abs=1e-12)}
+
+
+def test_mean_over_decisions_and_single_option_rows_left_out():
+    rows = [torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5]), torch.tensor([1.0])]
+    c = concentration(rows)
+    assert c["max_prob"] == pytest.approx((1.0 + 0.5) / 2)
+    assert c["entropy"] == pytest.approx(math.log(2) / 2)
+    assert concentration([torch.tensor([1.0])]) == {"max_prob": 1.0, "entropy": 0.0}
+
+
+def _supernets():
+    sp = FBNetSpace(TINY)
+    tables, _ = cost_tables(sp, 10, 1)
+    m, _ = tables.macs_matrix()
+    fb = FBNetSupernet(sp, 10, 1, m)
+    ms = MaskingSpace("fbnetv2-fmnist")
+    dm = DMaskingSupernet(ms, 10, 1)
+    ds = DenseSpace(TINY_DENSE)
+    dn = DenseSupernet.from_cost_model(ds, CostModel(ds, 10, (1, 16, 16), kind="flops"))
+    return {"fbnet": fb, "dmasking": dm, "densenas": dn}
+
+
+@pytest.mark.parametrize("name", ["fbnet", "dmasking", "densenas"])
+def test_every_supernet_reports_its_decisions(name):
+    """At equal logits each decision is uniform over its own options (1/K_d, log K_d); driving
+    every logit row to one choice drives the metric to (1, 0)."""
+    net = _supernets()[name]
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.zero_()
+    rows = net.probability_rows()
+    sizes = [len(r) for r in rows if len(r) > 1]
+    assert sizes and all(torch.allclose(r.sum(), torch.tensor(1.0)) for r in rows)
+    c = net.concentration()
+    assert c["max_prob"] == pytest.approx(sum(1 / k for k in sizes) / len(sizes), rel=1e-5)
+    assert c["entropy"] == pytest.approx(sum(math.log(k) for k in sizes) / len(sizes), rel=1e-5)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.view(-1, p.shape[-1])[:, 0] = 60.0  # a first option that wins every row
+    c = net.concentration()
+    assert c["max_prob"] == pytest.approx(1.0) and c["entropy"] == pytest.approx(0, abs=1e-6)
+
+
+# -- τ under a budget ----------------------------------------------------------------------------
+def _trainer(tmp_path, **kw):
+    sp = FBNetSpace(TINY)
+    data = tiny_dataset(n_train=48, n_val=24, size=12)
+    tables, _ = cost_tables(sp, 10, 1)
+    m, fixed = tables.macs_matrix()
+    torch.manual_seed(0)
+    net = FBNetSupernet(sp, 10, 1, m)
+    net.fixed_cost.fill_(fixed)
+    cfg = SupernetConfig(batch_size=16, **kw)
+    return SupernetTrainer(net, data, cfg, CostLoss("paper"), seed=0,
+                           checkpoint=tmp_path / "s.ckpt", progress=False)
+
+
+class _Clock:
+    """A fake ``time`` for the loop: an epoch takes what the test says, never the machine's."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def perf_counter(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("schedule,final", [
+    ("exponential", 5.0 * math.exp(-0.045 * 89)),  # FBNet: τ at the paper's last epoch
+    ("geometric", 0.1),  # FBNetV2: tau_end
+])
+def test_budget_replanned_run_ends_at_the_final_tau(tmp_path, monkeypatch, schedule, final):
+    """90 epochs planned, the budget fits 5 (warm-up 1 s, search epochs 2 s, 9 s): the loop
+    re-plans after epoch 1 and after the first search epoch, and the last epoch it runs is the
+    last planned one, at the schedule's final τ."""
+    clock = _Clock()
+    monkeypatch.setattr(bilevel, "time", clock)
+    run_epoch = SupernetTrainer.run_epoch
+
+    def timed(self):
+        rec = run_epoch(self)
+        clock.t += 1.0 if rec["warmup"] else 2.0
+        return rec
+
+    monkeypatch.setattr(SupernetTrainer, "run_epoch", timed)
+    t = _trainer(tmp_path, epochs=90, warmup_epochs=10, budget_s=9.0, tau_schedule=schedule)
+    st = t.fit()
+    assert st.planned_epochs == 5 and st.epoch == 5 and st.planned_warmup == 1
+    h = st.history
+    assert not any(r["truncated"] for r in h)
+    assert h[0]["tau"] == pytest.approx(5.0) and h[-1]["tau"] == pytest.approx(final)
+    assert all(a["tau"] > b["tau"] for a, b in zip(h, h[1:]))
+    c = t.convergence()
+    assert c["tau_final"] == pytest.approx(final) == c["tau_end_planned"]
+    assert c["epochs"] == 5 and c["max_prob"] == pytest.approx(h[-1]["max_prob"])
+
+
+def test_exponential_schedule_is_the_papers_over_90_epochs_and_compressed_below(tmp_path):
+    t = _trainer(tmp_path, epochs=90, warmup_epochs=10)
+    assert [t.tau(e) for e in (0, 10, 89)] == pytest.approx(
+        [5.0 * math.exp(-0.045 * e) for e in (0, 10, 89)])
+    t = _trainer(tmp_path, epochs=10, warmup_epochs=1)
+    assert t.tau(9) == pytest.approx(5.0 * math.exp(-0.045 * 89))
+    assert t.tau(3) == pytest.approx(5.0 * math.exp(-0.045 * 3 * 89 / 9))
+
+
+def test_epoch_steps_caps_the_steps_of_an_epoch(tmp_path):
+    t = _trainer(tmp_path, epochs=3, warmup_epochs=1, epoch_steps=2)
+    assert len(t._batches("train")) == 2 and t._steps("train") == 2
+    t.fit()
+    assert all(r["truncated"] is False for r in t.state.history)
+
+
+# -- result.json ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_cli_run_writes_convergence(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "fbnet", "--dataset", "digits", "--subset", "100", "--batch-size",
+                 "40", "--samples", "0", "--candidate-epochs", "0", "--train-epochs", "1",
+                 "--cost", "flops", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    r = read_result(out / "result.json")
+    c = r["convergence"]
+    assert set(c) == {"max_prob", "entropy", "tau_final", "tau_end_planned", "epochs"}
+    assert 1 / 9 - 1e-9 <= c["max_prob"] <= 1 and 0 <= c["entropy"] <= math.log(9) + 1e-9
+    assert c["epochs"] == 2 and c["tau_final"] == pytest.approx(c["tau_end_planned"])
+    bad = dict(r, convergence={"max_prob": 0.5})
+    with pytest.raises(ValueError, match="convergence"):
+        validate_result(bad)
