@@ -36,8 +36,8 @@ SAMPLED = {
 BEFORE = {
     "fbnet": {**COMMON, **GUMBEL, "--cost": "latency", "--tau-decay": 0.045,
               "--epoch-steps": None},  # --epoch-steps: new (issue 10) in every supernet search
-    # fbnetv2/densenas: defaults changed on purpose for budgeted searches (issue 10, docs/fbnetv2.md,
-    # docs/densenas.md): hard Gumbel on, θ lr by the budget
+    # fbnetv2/densenas: defaults changed on purpose for budgeted searches (issue 10,
+    # docs/fbnetv2.md, docs/densenas.md): hard Gumbel on, θ lr by the budget
     "fbnetv2": {**{k: v for k, v in GUMBEL.items() if k != "--single-path"}, **COMMON,
                 "--no-single-path": False, "--theta-lr": None, "--samples": 0, "--cost": "auto",
                 "--tau-end": 0.1, "--epoch-steps": None},

@@ -9,9 +9,9 @@ from nasforge.arch import Arch
 from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
 from nasforge.cost.flops import conv_macs, count_module
 from nasforge.cost.lut import LatencyTable
-from nasforge.errors import UserError
 from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Targets
+from nasforge.errors import UserError
 from nasforge.spaces.masking import MaskingSkeleton, MaskingSpace, StageOptions
 from nasforge.spaces.registry import get_space
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
