@@ -441,12 +441,10 @@ class SupernetTrainer:
         set_rng_state(sd["rng"])
 
     def save(self) -> None:
-        if self.checkpoint is None:
-            return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.checkpoint)
+        if self.checkpoint is not None:
+            from nasforge.files import save_checkpoint
+
+            save_checkpoint(self.checkpoint, self.state_dict())
 
     def resume(self) -> bool:
         """Load the checkpoint if there is one; True when resumed."""
