@@ -31,7 +31,9 @@ from nasforge.supernets.densenas import DenseSupernet
 
 @dataclass
 class DenseNASSettings(SearchSettings):
-    """Defaults are the official code's (ImageNet, MobileNetV2 space)."""
+    """Defaults are the official code's (ImageNet, MobileNetV2 space), except in a budgeted
+    search, whose few steps get θ lr 0.3 and rounds of 8 steps (docs/densenas.md), and the
+    batch, sized by the data set (128 from 5,120 training images up)."""
 
     space: str = opt("auto", lambda: f"space: auto | {' | '.join(SPECS.names())} (auto: "
                      "dense-fmnist for 28², dense-cifar for 32², dense-imagenet for 224²)")

@@ -43,7 +43,8 @@ class FBNetSettings(SearchSettings):
     w_lr: float = opt(0.1, "learning rate of the weights")
     theta_lr: float = opt(0.01, "learning rate of θ")
     tau0: float = opt(5.0, "initial Gumbel temperature")
-    tau_decay: float = opt(0.045, "temperature decay: τ = τ0·exp(−decay·epoch)")
+    tau_decay: float = opt(0.045, "temperature decay: τ = τ0·exp(−decay·epoch) over 90 epochs; "
+                           "a shorter plan runs the same range over its own epochs")
 
 
 def _cost_kind(s: FBNetSettings) -> str:

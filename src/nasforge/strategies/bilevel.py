@@ -14,7 +14,9 @@ FBNetV2's geometric decay to ``tau_end`` over the planned epochs; DenseNAS's con
 relaxation's ``phase`` (DenseNAS draws different op counts for w and θ steps) and the
 supernet's ``after_arch_step`` (DenseNAS rescales the drawn ops' α). Every epoch's record
 carries the distribution's concentration (mean largest probability, mean entropy), so a
-history shows whether the search decided anything.
+history shows whether the search decided anything. A budgeted search may run its epochs as
+rounds of ``epoch_steps`` steps, so that a short budget on a small data set still has epochs
+enough for its schedules (:func:`epoch_steps_for`).
 """
 
 from __future__ import annotations
