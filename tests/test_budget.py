@@ -58,9 +58,11 @@ def test_the_default_split_and_caps():
     b = Budget.plan(90.0, DIFFERENTIABLE, n_candidates=7)
     flex = 90.0 - bmod.EXPORT_S
     assert b.planned["export_measure"] == bmod.EXPORT_S
-    assert b.planned["search"] == pytest.approx(flex * 0.50 / 0.95)
-    assert b.planned["rank"] == pytest.approx(flex * 0.15 / 0.95)
-    assert b.planned["train"] == pytest.approx(flex * 0.30 / 0.95)
+    sh = bmod.SHARES[DIFFERENTIABLE]
+    tot = sum(sh.values())
+    assert b.planned["search"] == pytest.approx(flex * sh["search"] / tot)
+    assert b.planned["rank"] == pytest.approx(flex * sh["rank"] / tot)
+    assert b.planned["train"] == pytest.approx(flex * sh["train"] / tot)
     assert b.cap("search") == b.planned["search"] and b.cap("export_measure") is None
     none = Budget.plan(None, DIFFERENTIABLE, n_candidates=7)
     assert none.planned == {} and all(none.cap(st) is None for st in STAGES)
@@ -75,7 +77,9 @@ def test_unused_seconds_move_on_to_later_stages(clock):
         clock.t += 10.0  # ends 37.5 s early
     with b.stage("rank"):
         # what is left (100 − 10), less the export allowance, by the shares of rank and train
-        assert b.allowed["rank"] == pytest.approx((90.0 - bmod.EXPORT_S) * 0.15 / 0.45)
+        sh = bmod.SHARES[DIFFERENTIABLE]
+        assert b.allowed["rank"] == pytest.approx(
+            (90.0 - bmod.EXPORT_S) * sh["rank"] / (sh["rank"] + sh["train"]))
         assert b.allowed["rank"] > planned["rank"]
         clock.t += 1.0
     with b.stage("train"):
@@ -97,10 +101,11 @@ def test_an_overrun_shortens_the_later_stages_and_rebase_pays_fixed_costs(clock)
         clock.t += 20.0  # data and a LUT build, before the loop
         b.rebase()
         # the 20 s come off the whole budget: the loop gets its share of the 75 s left
-        assert b.left() == pytest.approx(75.0 * 0.50 / 0.95)
+        sh = bmod.SHARES[DIFFERENTIABLE]
+        assert b.left() == pytest.approx(75.0 * sh["search"] / sum(sh.values()))
         clock.t += 70.0  # the loop overran
     with b.stage("rank"):
-        assert b.allowed["rank"] == pytest.approx(5.0 * 0.15 / 0.45)
+        assert b.allowed["rank"] == pytest.approx(5.0 * sh["rank"] / (sh["rank"] + sh["train"]))
         clock.t += 1.0
     with b.stage("train"):
         assert b.allowed["train"] == pytest.approx(4.0)
