@@ -47,7 +47,7 @@ class FBNetV2Settings(SearchSettings):
     # 3–4× faster per step and better per second on CPU (docs/fbnetv2.md, with figures)
     single_path: bool = opt(True, "hard Gumbel (straight-through one-hot; the paper: soft)")
     w_lr: float = opt(0.1, "learning rate of the weights")
-    theta_lr: float | None = opt(None, "learning rate of θ (default: 0.3 in a budgeted search, "
+    theta_lr: float | None = opt(None, "learning rate of θ (default: 0.5 in a budgeted search, "
                                  "whose few θ steps must move it; the paper's 0.01 otherwise)")
     tau0: float = opt(5.0, "initial Gumbel temperature")
     tau_end: float = opt(0.1, "temperature at the last planned epoch")
@@ -60,8 +60,8 @@ class FBNetV2Settings(SearchSettings):
         return "params" if self.params is not None and self.flops is None else "flops"
 
 
-#: θ lr of a budgeted search (measured on digits, ~45 s of search: docs/fbnetv2.md)
-BUDGET_THETA_LR = 0.3
+#: θ lr of a budgeted search (measured on digits, 31–36 s of search: docs/fbnetv2.md)
+BUDGET_THETA_LR = 0.5
 
 
 def _loop(s: FBNetV2Settings, data: Dataset) -> SupernetConfig:
