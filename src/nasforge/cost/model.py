@@ -131,6 +131,10 @@ class CostModel:
 
         return int(activation_memory(self.build(arch), self.input_shape).peak_bytes)
 
+    def use_counter(self, counter: Counter) -> None:
+        """Count MACs/params with ``counter`` (e.g. a supernet's analytic tables) from now on."""
+        self._counter = counter
+
     def costs(self, arch: Arch, *, memory: bool = False) -> Costs:
         macs, params = self.counts(arch)
         return Costs(macs, params, self.latency_ms(arch),
@@ -180,8 +184,7 @@ class CostModel:
         if kind == "latency" or need_latency:
             own = Path(run_dir) / "lut.json" if run_dir is not None else None
             if own is not None and own.is_file():
-                lut = LatencyTable.load(own)
-                lut.check_compatible(space.name, lut.fingerprint)
+                lut = LatencyTable.load(own, space.name)  # its own device: no fingerprint check
             else:
                 lut = load_or_build(space.name, space.lut_items(num_classes, int(input_shape[0])),
                                     target=target, threads=threads, path=lut_path,

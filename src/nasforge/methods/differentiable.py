@@ -100,9 +100,8 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
     torch.manual_seed(s.seed)
     net = m.supernet(space, cm, s)
     counts = getattr(net, "counts", None)
-    if counts is not None:
-        cm = CostModel(space, data.num_classes, data.input_shape, kind=cm.kind, lut=cm.lut,
-                       counter=counts)
+    if counts is not None:  # the supernet's analytic tables: same numbers, no model builds
+        cm.use_counter(counts)
     loop = SupernetTrainer(net, data, m.loop(s, data), m.loss(s), seed=s.seed,
                            checkpoint=rd.file("supernet.ckpt"), progress=s.progress)
     loop.resume()
