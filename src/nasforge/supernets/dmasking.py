@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nasforge.arch import Arch
-from nasforge.blocks import IRMasks, get_divisible_by
+from nasforge.blocks import IRMasks, get_divisible_by, mask_channels
 from nasforge.blocks.resample import intersperse_zeros, subsample_nearest
 from nasforge.cost.effective import EffectiveCounts, mix, mix2
 from nasforge.cost.lut import LatencyTable
@@ -166,12 +166,12 @@ class DMaskingSupernet(Supernet):
     def trunk(self, x: torch.Tensor, m: dict[str, torch.Tensor]) -> torch.Tensor:
         """stem → masked blocks → last_pw (masked), on one input resolution."""
         x = self.net.stem(x)
-        x = x * m["stem"].view(1, -1, 1, 1).to(x.dtype)
+        x = mask_channels(x, m["stem"])
         for b, spec in zip(self.blocks, self.space.blocks):
             x = b(x, IRMasks(m[f"hid{spec.index}"], m.get(f"se{spec.index}"),
                              m[spec.out_decision]))
         x = self.net.last_pw(x)
-        return x * m["pw"].view(1, -1, 1, 1).to(x.dtype)
+        return mask_channels(x, m["pw"])
 
     def forward(self, x: torch.Tensor, sample: Sample) -> torch.Tensor:
         G, res_index = sample
