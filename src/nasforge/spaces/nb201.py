@@ -28,6 +28,7 @@ from nasforge.models.nb201 import EDGES, OPS, NB201Network, ResNetBasicBlock, ma
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.darts import CellCostLayout
+from nasforge.spaces.decisions import DecisionSequence
 
 FORMAT = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with op one of " + ", ".join(OPS)
 
@@ -94,7 +95,7 @@ CONFIGS.register("nb201-fmnist", NB201Config("nb201-fmnist", 28, 1))
 CONFIGS.register("nb201-cifar", NB201Config("nb201-cifar", 32, 3))
 
 
-class NB201Space(SearchSpace):
+class NB201Space(DecisionSequence, SearchSpace):
     """One NAS-Bench-201 cell; ``build`` gives the benchmark's network of that cell."""
 
     ops: tuple[str, ...] = OPS
@@ -129,6 +130,16 @@ class NB201Space(SearchSpace):
 
     def to_string(self, arch: Arch) -> str:
         return to_string(self.cell(arch))
+
+    # -- decisions (Q-learning / REINFORCE: one op per edge, in string order) ------------------
+    def decisions(self) -> list[tuple[str, list]]:
+        return [("op", list(OPS))] * len(EDGES)
+
+    def decision_values(self, arch: Arch) -> list:
+        return list(self.cell(arch))
+
+    def from_decision_values(self, values: list) -> Arch:
+        return self.arch(values)
 
     # -- SearchSpace --------------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
