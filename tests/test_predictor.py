@@ -1,0 +1,158 @@
+"""The FBNetV3 predictor, its fine stage and the early-stop selector (METHODS §3), on small
+synthetic spaces whose answers are known (seconds)."""
+
+import numpy as np
+import pytest
+import torch
+
+from nasforge.arch import Arch
+from nasforge.errors import UserError
+from nasforge.predictor.decisions import crossover, from_unit
+from nasforge.predictor.early_stop import kendall_tau, select_early_stop
+from nasforge.predictor.encoding import Encoding, Feature, encode_archs, view_of
+from nasforge.predictor.fit import FitConfig, fit_accuracy, pretrain_proxy
+from nasforge.predictor.genetic import GeneticConfig, genetic_search
+from nasforge.predictor.model import Predictor
+from nasforge.spaces.categorical import CategoricalSpace
+
+WIDTHS = [8, 16, 24, 32]
+KERNELS = [3, 5, 7]
+
+
+def toy_space() -> CategoricalSpace:
+    """A little network: per layer a width (numeric) and a kernel (numeric), plus an op
+    (categorical)."""
+    ch = {}
+    for i in range(4):
+        ch[f"w{i}"] = WIDTHS
+        ch[f"k{i}"] = KERNELS
+        ch[f"op{i}"] = ["conv", "dw", "skip"]
+    return CategoricalSpace(ch, name="toy")
+
+
+def toy_counts(arch: Arch) -> tuple[float, float]:
+    """FLOPs and params of the toy network (a chain of convs at a shrinking resolution)."""
+    g = arch.genes
+    cin, hw, flops, params = 3, 32 * 32, 0.0, 0.0
+    for i in range(4):
+        c, k, op = g[f"w{i}"], g[f"k{i}"], g[f"op{i}"]
+        p = {"conv": k * k * cin * c, "dw": k * k * cin + cin * c, "skip": cin * c}[op]
+        params += p
+        flops += p * hw
+        cin, hw = c, hw // 2
+    return flops, params
+
+
+def test_encoding_one_hot_categorical_and_normalised_numeric():
+    enc = Encoding((Feature.auto("w", WIDTHS), Feature.auto("op", ["a", "b", "c"]),
+                    Feature.auto("lr", [1e-3, 1e-2, 1e-1]), Feature.auto("ema", [False, True])))
+    assert [f.numeric for f in enc.features] == [True, False, True, False]
+    assert enc.features[2].log
+    v = enc.encode({"w": 16, "op": "c", "lr": 1e-2, "ema": True})
+    np.testing.assert_allclose(v, [1 / 3, 0, 0, 1, 0.5, 0, 1], atol=1e-6)
+    assert Encoding.from_dict(enc.to_dict()) == enc
+    with pytest.raises(UserError, match="not one of"):
+        enc.encode({"w": 16, "op": "z", "lr": 1e-2, "ema": True})
+
+
+def test_proxy_head_ranks_held_out_flops():
+    space = toy_space()
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(1200)]  # free: counted, never trained
+    xa, xr = encode_archs(view_of(space), archs)
+    assert xr is None  # architecture-only mode
+    fl, pa = map(np.array, zip(*(toy_counts(a) for a in archs)))
+    torch.set_num_threads(1)
+    p = Predictor(view_of(space).arch_encoding(), None, seed=0)
+    pretrain_proxy(p, xa[:1000], fl[:1000], pa[:1000])
+    pred = p.predict_proxy(xa[1000:])
+    assert kendall_tau(pred[:, 0], fl[1000:]) >= 0.9
+    assert kendall_tau(pred[:, 1], pa[1000:]) >= 0.9
+
+
+def test_accuracy_fit_is_deterministic_and_round_trips(tmp_path):
+    space = toy_space()
+    rng = np.random.default_rng(1)
+    archs = [space.sample(rng) for _ in range(60)]
+    xa, _ = encode_archs(view_of(space), archs)
+    fl, pa = map(np.array, zip(*(toy_counts(a) for a in archs)))
+    y = np.log(fl) / 20 + rng.normal(0, 0.01, len(fl))
+    cfg = FitConfig(frozen_epochs=5, end_to_end_epochs=5, proxy_epochs=5)
+    preds = []
+    for _ in range(2):
+        p = Predictor(view_of(space).arch_encoding(), None, seed=3)
+        pretrain_proxy(p, xa, fl, pa, cfg)
+        fit_accuracy(p, xa, y, cfg=cfg)
+        preds.append(p.predict(xa))
+    np.testing.assert_array_equal(preds[0], preds[1])
+    p.save(tmp_path)
+    q = Predictor.load(tmp_path)
+    np.testing.assert_array_equal(q.predict(xa), preds[1])
+    (tmp_path / "predictor.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="predictor"):
+        Predictor.load(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_genetic_search_never_proposes_or_returns_a_violator(seed):
+    space = toy_space()
+    rng = np.random.default_rng(100 + seed)
+    sample = [toy_counts(space.sample(rng)) for _ in range(200)]
+    fl_lim = float(np.quantile([s[0] for s in sample], rng.uniform(0.05, 0.6)))
+    pa_lim = float(np.quantile([s[1] for s in sample], rng.uniform(0.05, 0.9)))
+
+    def violation(a: Arch) -> float:
+        f, p = toy_counts(a)
+        return max(0.0, f / fl_lim - 1) + max(0.0, p / pa_lim - 1)
+
+    def score(batch):  # bigger is "better": the optimum lies on the constraint boundary
+        for a in batch:
+            assert violation(a) == 0.0, "a violating architecture was proposed"
+        return np.array([np.log(toy_counts(a)[0]) for a in batch])
+
+    res = genetic_search(space, score, violation, starts=[space.sample(rng) for _ in range(5)],
+                         seed=seed)
+    assert violation(res.best) == 0.0
+    assert all(violation(a) == 0.0 for a, _ in res.population)
+    assert res.score == max(s for _, s in res.population)
+    # and it pushes against the boundary: better than the best feasible random sample
+    feas = [a for a in (space.sample(rng) for _ in range(300)) if violation(a) == 0.0]
+    if feas:
+        assert res.score >= max(np.log(toy_counts(a)[0]) for a in feas)
+
+
+def test_genetic_search_says_when_no_architecture_meets_the_constraint():
+    space = toy_space()
+    with pytest.raises(UserError, match="relax"):
+        genetic_search(space, lambda b: np.zeros(len(b)), lambda a: 1.0,
+                       cfg=GeneticConfig(init_samples=20), seed=0)
+
+
+def test_early_stop_selector_returns_the_known_epoch():
+    rng = np.random.default_rng(0)
+    n, epochs, known = 12, 8, 4
+    final = np.sort(rng.uniform(0.5, 0.9, n))
+    curves = np.empty((n, epochs))
+    for e in range(epochs):
+        if e + 1 >= known:  # from epoch 4 on the order is the final one
+            curves[:, e] = final * (e + 1) / epochs
+        else:  # before, the early ranking is scrambled more the earlier it is
+            noise = rng.permutation(n).astype(float) * (known - e) / known
+            curves[:, e] = final * (e + 1) / epochs + noise
+    choice = select_early_stop(curves, final)
+    assert choice.reached and choice.epochs == known
+    assert choice.taus[known - 1] >= 0.92 > max(choice.taus[:known - 1])
+    never = select_early_stop(rng.uniform(size=(6, 3)), np.arange(6.0))
+    assert not never.reached and never.epochs == 3 or never.taus[never.epochs - 1] >= 0.92
+    with pytest.raises(UserError):
+        select_early_stop([[0.1], [0.2]])
+
+
+def test_sobol_points_and_crossover_stay_in_the_space():
+    space = toy_space()
+    a = from_unit(space, np.zeros(12))
+    b = from_unit(space, np.full(12, 0.999))
+    assert a.genes["w0"] == 8 and b.genes["w0"] == 32
+    c = crossover(space, a, b, np.random.default_rng(0))
+    space.validate(c)
+    assert {c.genes["w1"]} <= {8, 32}
