@@ -95,6 +95,17 @@ PAD = 2
 VAL_IMAGES = 1000
 
 
+def check_pad() -> None:
+    """The stated padding is the one the trainer applies (``random_crop_flip``'s default)."""
+    import inspect
+
+    from nasforge.data import random_crop_flip
+
+    used = inspect.signature(random_crop_flip).parameters["pad"].default
+    if used != PAD:
+        raise RuntimeError(f"random_crop_flip pads {used} px, the table states {PAD}: update PAD")
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC] {msg}", flush=True)
 
@@ -124,9 +135,11 @@ def run_search(spec: RowSpec, row_dir: Path, *, dataset: str, seed: int, resume:
 
 def train_final(spec: RowSpec, row_dir: Path, arch_path: Path, *, epochs: int, dataset: str,
                 seed: int, subset: int | None = None, data_dir: str | None = None,
-                test_every: int = 10, val_images: int = VAL_IMAGES) -> dict[str, Any]:
+                test_every: int = 10,
+                val_fraction: float = VAL_IMAGES / 60_000) -> dict[str, Any]:
     """Train the row's architecture from scratch with :data:`RECIPE` (resuming from
-    ``row_dir/train.ckpt``); writes and returns ``final.json``."""
+    ``row_dir/train.ckpt``); writes and returns ``final.json``. ``val_fraction`` of the training
+    images is held out (default: 1,000 of Fashion-MNIST's 60,000)."""
     from nasforge.commands import _load_arch
     from nasforge.cost.flops import count_module
     from nasforge.data import load_dataset
@@ -135,14 +148,12 @@ def train_final(spec: RowSpec, row_dir: Path, arch_path: Path, *, epochs: int, d
     from nasforge.files import write_json_atomic
     from nasforge.train.trainer import Recipe, Trainer
 
+    check_pad()
     arch, space, _ = _load_arch(str(arch_path))
     seed_everything(seed)
     dev = resolve_device("auto")
-    probe = load_dataset(dataset, data_dir=data_dir, seed=seed, subset=subset)
-    n = len(probe.train) + len(probe.val)
     data = load_dataset(dataset, data_dir=data_dir, seed=seed, subset=subset, device=dev,
-                        val_fraction=min(0.5, val_images / n))
-    del probe
+                        val_fraction=val_fraction)
     model = space.build(arch, data.num_classes, data.input_shape[0])
     c = count_module(model, data.input_shape)
     if c.params >= spec.params:
