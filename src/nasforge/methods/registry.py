@@ -39,6 +39,11 @@ def _builtins(reg: Registry[MethodSpec]) -> None:
     reg.register("darts", MethodSpec(
         "darts", darts.DartsSettings, darts.run,
         "DARTS: softmax-relaxed cell (--cell darts|nb201), first/second order, collapse check"))
+    from nasforge.methods import enas
+
+    reg.register("enas", MethodSpec(
+        "enas", enas.EnasSettings, enas.run,
+        "ENAS: shared weights + LSTM controller (REINFORCE) over cells (--space darts|nb201)"))
     for name, what in (("blockqnn", "BlockQNN: Q-learning over NSC blocks"),
                        ("evolution", "regularized evolution over NSC blocks"),
                        ("reinforce", "REINFORCE policy gradient over NSC blocks"),
