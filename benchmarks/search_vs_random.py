@@ -94,7 +94,13 @@ def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = Non
     kw = {**base, field: float(target)}
 
     t0 = time.perf_counter()
-    res = nasforge.search(method, out=str(out), **kw)
+    try:
+        res = nasforge.search(method, out=str(out), **kw)
+    except UserError as e:  # e.g. no candidate of the search meets the target: the row says so
+        return {"method": method, "dataset": dataset, "subset": subset, "seed": seed,
+                "budget": float(budget), "target": {"kind": target_kind, field: float(target)},
+                "failed": str(e), "command_s": time.perf_counter() - t0,
+                "row_s": time.perf_counter() - t_row}
     command_s = time.perf_counter() - t0
     spent = (res.budget or {}).get("spent", {})
     search_s = float(spent.get("search", res.search_seconds)) + float(spent.get("rank", 0.0))
@@ -152,6 +158,7 @@ def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = Non
 def pooled_tau(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per ranking length: the mean of the rows' τ and τ over all rows' candidates pooled."""
     out: dict[str, dict[str, float]] = {}
+    rows = [r for r in rows if "failed" not in r]
     for k in sorted({k for r in rows for k in r["tau"]}, key=int):
         per = [r["tau"][k] for r in rows if k in r["tau"] and not math.isnan(r["tau"][k])]
         short = [v for r in rows if k in r["short_val_acc"] for v in r["short_val_acc"][k]]
@@ -170,6 +177,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         t = r["target"]
         tv = next(f"{v:g}" for k, v in t.items() if k != "kind")
+        if "failed" in r:
+            lines.append(f"| {r['method']} | {t['kind']} {tv} | search failed: {r['failed']} |")
+            continue
         taus = " ".join(f"{k}ep {v:+.2f}" for k, v in r["tau"].items())
         lines.append(
             f"| {r['method']} | {t['kind']} {tv} | {r['searched_test_acc']:.4f} | "
@@ -220,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
                     seed=a.seed, target_kind=kind, target=given[kind], work_dir=a.work_dir,
                     data_dir=a.data_dir, progress=not a.no_progress)
             rows.append(r)
-            print(f"\n{method} ({kind}): searched {r['searched_test_acc']:.4f}, random "
-                  f"{r['random_mean']:.4f} ± {r['random_std']:.4f} (best "
-                  f"{r['random_best']:.4f}), rank {r['rank']}/{r['of']}, search "
-                  f"{r['search_s']:.0f} s, row {r['row_s']:.0f} s, τ {r['tau']}", flush=True)
+            if "failed" in r:
+                print(f"\n{method} ({kind}): search failed: {r['failed']}", flush=True)
+            else:
+                print(f"\n{method} ({kind}): searched {r['searched_test_acc']:.4f}, random "
+                      f"{r['random_mean']:.4f} ± {r['random_std']:.4f} (best "
+                      f"{r['random_best']:.4f}), rank {r['rank']}/{r['of']}, search "
+                      f"{r['search_s']:.0f} s, row {r['row_s']:.0f} s, τ {r['tau']}",
+                      flush=True)
             if a.out:
                 write_json_atomic(a.out, {"argv": sys.argv, "rows": rows,
                                           "tau": pooled_tau(rows),
