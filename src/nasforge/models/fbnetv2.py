@@ -16,6 +16,12 @@ Format (the seed's ``FBNetV2``/``FBNetV3`` classes, METHODS §2):
 - Head: ``last_pw`` 1×1 conv-BN-hswish to ``get_divisible_by(c · last_pw, 8)`` channels (the
   seed: 6×), global average pool, ``last_fc`` 1×1 conv (no BN, no bias) + hswish, dropout,
   linear classifier.
+
+Training-recipe hooks (FBNetV3's recipe search sets them through the trainer):
+``dropout_p`` is the classifier dropout; ``drop_path_prob`` is the stochastic-depth rate p:
+the residual branch of the l-th of L blocks is dropped with probability ``p · (l + 1) / L``
+(the usual linear-in-depth rule), in training only (no parameters: the state dict, the
+exports and the counts are those of the plain model).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch import nn
 
 from nasforge.blocks import ConvBNAct, HSwish, InvertedResidual, Skip, get_divisible_by
+from nasforge.blocks.layers import DropPath
 from nasforge.blocks.resample import InputResize
 from nasforge.cost.effective import EffectiveCounts, conv_out
 from nasforge.cost.flops import Counts
@@ -118,8 +125,11 @@ class FBNetV2Model(nn.Module):
     """stem → stages → last_pw → pool → last_fc → dropout → classifier (optionally preceded by
     nearest-neighbour subsampling of the input to ``input_resize``)."""
 
+    __jit_unused_properties__ = ["dropout_p", "drop_path_prob"]  # training-time hooks only
+
     def __init__(self, setting: ModelSetting, num_classes: int = 1000, in_channels: int = 3,
-                 dropout: float | None = None, input_resize: int | None = None) -> None:
+                 dropout: float | None = None, input_resize: int | None = None,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.setting = setting
         self.resize = InputResize(input_resize) if input_resize else None
@@ -132,12 +142,39 @@ class FBNetV2Model(nn.Module):
                                          always_pw=setting.always_pw))
             cin = c
         self.stages = nn.ModuleList(nn.Sequential(*st) for st in stages)
+        blocks = [b for st in self.stages for b in st]
+        #: (residual block, its depth factor (l + 1) / L) for drop path
+        self._residual = [(b, (i + 1) / len(blocks)) for i, b in enumerate(blocks)
+                          if isinstance(b, InvertedResidual) and b.use_res]
+        for b, _ in self._residual:
+            b.drop_path = DropPath(0.0)
+        self.drop_path_prob = drop_path
         pw = get_divisible_by(cin * setting.last_pw, 8)
         self.last_pw = ConvBNAct(cin, pw, 1, act="hswish")
         self.last_fc = nn.Sequential(nn.Conv2d(pw, setting.last_fc, 1, bias=False), HSwish())
         p = setting.dropout if dropout is None else dropout
         self.dropout = nn.Dropout(p) if p > 0 else nn.Identity()
         self.classifier = nn.Linear(setting.last_fc, num_classes)
+
+    @property
+    def dropout_p(self) -> float:
+        return self.dropout.p if isinstance(self.dropout, nn.Dropout) else 0.0
+
+    @dropout_p.setter
+    def dropout_p(self, p: float) -> None:
+        self.dropout = nn.Dropout(float(p)) if p > 0 else nn.Identity()
+
+    @property
+    def drop_path_prob(self) -> float:
+        return self._drop_path
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p: float) -> None:
+        if not 0 <= p < 1:
+            raise UserError(f"drop path rate must be in [0, 1), got {p}")
+        self._drop_path = float(p)
+        for b, depth in self._residual:
+            b.drop_path.p = float(p) * depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize is not None:

@@ -17,7 +17,7 @@ SpaceFactory = Callable[[], SearchSpace]
 
 
 def _builtins(reg: Registry[SpaceFactory]) -> None:
-    from nasforge.spaces import darts, dense, masking, nasnet, nasrl, nb201, nsc
+    from nasforge.spaces import darts, dense, joint, masking, nasnet, nasrl, nb201, nsc
     from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
 
     for n in SKELETONS.names():
@@ -27,6 +27,7 @@ def _builtins(reg: Registry[SpaceFactory]) -> None:
     nsc.register_spaces(reg.register)
     nb201.register_spaces(reg.register)
     darts.register_spaces(reg.register)
+    joint.register_spaces(reg.register)
     nasnet.register_spaces(reg.register)
     nasrl.register_spaces(reg.register)
 

@@ -1,6 +1,22 @@
 """Train a standalone model from scratch with a training *recipe* (FBNetV3's h): optimizer,
-lr, weight decay, label smoothing, mixup, EMA, augmentation, epochs — all fields of
-:class:`Recipe`. Checkpoints every epoch and resumes exactly.
+lr, weight decay, label smoothing, mixup, EMA, dropout, drop path, augmentation, epochs — all
+fields of :class:`Recipe`. Checkpoints every epoch and resumes exactly.
+
+How each recipe field acts (``tests/test_recipe.py`` checks each):
+
+- ``mixup`` α: each batch is mixed with a permutation of itself, ``x̃ = λx + (1−λ)x[π]``, and
+  so are the (label-smoothed) one-hot targets, ``ỹ = λy + (1−λ)y[π]`` (:func:`mixup_batch`),
+  with λ ~ Beta(α, α) drawn from the trainer's seeded generator (a resume draws the same λ);
+- ``ema`` decay: a copy of the weights follows ``θ̄ ← d·θ̄ + (1−d)·θ`` after every step, with
+  the warm-up ``d = min(ema, (1 + t)/(10 + t))`` at step t (TensorFlow's ``num_updates``
+  rule; without it a short training's average is mostly the random initialisation); the
+  EMA weights are the ones evaluated, returned and exported;
+- ``dropout``: sets the classifier dropout of models that have one (``dropout_p``); None
+  keeps the model's own;
+- ``drop_path``: models with ``drop_path_prob`` (DARTS cells, FBNetV2/V3 residual blocks)
+  drop residual branches in training only, raised linearly over the epochs
+  (``drop_path_schedule="linear"``, DARTS) or at the full rate from the start
+  (``"constant"``, FBNetV3's stochastic depth).
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scipy.special import betaincinv
 from torch import nn
 
 from nasforge.data import Dataset, random_crop_flip
@@ -26,6 +43,7 @@ from nasforge.train.evaluate import accuracy
 from nasforge.train.schedules import cosine_lr, set_lr
 
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+DROP_PATH_SCHEDULES = ("linear", "constant")
 
 
 @dataclass
@@ -52,11 +70,20 @@ class Recipe:
     # ``drop_path_prob``); 0 disables either
     aux_weight: float = 0.0
     drop_path: float = 0.0
+    drop_path_schedule: str = "linear"  # linear: p·epoch/epochs (DARTS); constant: p
+    dropout: float | None = None  # classifier dropout of models with ``dropout_p``
 
     def __post_init__(self) -> None:
         if not (self.aux_weight >= 0 and 0 <= self.drop_path < 1):
             raise UserError(f"recipe aux_weight must be ≥ 0 and drop_path in [0, 1), got "
                             f"{self.aux_weight} and {self.drop_path}")
+        if self.drop_path_schedule not in DROP_PATH_SCHEDULES:
+            raise UserError(f"recipe drop_path_schedule {self.drop_path_schedule!r} unknown; "
+                            f"choose from {list(DROP_PATH_SCHEDULES)}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise UserError(f"recipe dropout must be in [0, 1), got {self.dropout}")
+        if self.mixup < 0:
+            raise UserError(f"recipe mixup must be ≥ 0 (0 disables), got {self.mixup}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"recipe optimizer {self.optimizer!r} unknown; choose from "
                             f"{list(OPTIMIZERS)}")
@@ -84,6 +111,22 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def mixup_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int,
+                gen: torch.Generator, label_smoothing: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al.): inputs and their (smoothed) one-hot targets mixed with a
+    permutation of the batch by the same λ ~ Beta(α, α), drawn from ``gen`` (inverse CDF of a
+    seeded uniform, so a resumed training draws the same λ). Returns (x̃, soft targets, λ)."""
+    u = float(torch.rand((), generator=gen))
+    lam = float(betaincinv(alpha, alpha, u))
+    perm = torch.randperm(len(y), generator=gen).to(x.device)
+    soft = F.one_hot(y, num_classes).float()
+    if label_smoothing > 0:
+        soft = soft * (1 - label_smoothing) + label_smoothing / num_classes
+    return (lam * x + (1 - lam) * x.index_select(0, perm),
+            lam * soft + (1 - lam) * soft.index_select(0, perm), lam)
+
+
 def _make_optimizer(params: list[nn.Parameter], r: Recipe,
                     device: torch.device) -> torch.optim.Optimizer:
     fk = fused_kwargs(device)
@@ -104,6 +147,8 @@ class Trainer:
         self.data = data
         self.device = data.device
         self.model = prepare_module(model, self.device)
+        if recipe.dropout is not None and hasattr(self.model, "dropout_p"):
+            self.model.dropout_p = recipe.dropout
         self.opt = _make_optimizer(list(self.model.parameters()), recipe, self.device)
         self.ema_model = copy.deepcopy(self.model).eval() if recipe.ema > 0 else None
         self.gen = torch.Generator().manual_seed(seed)
@@ -113,6 +158,7 @@ class Trainer:
         self.share = share  # the bar is part i of n of its stage (candidate i of n)
         self._test = True  # fit(test=...): the final evaluation includes the test split
         self.epoch = 0
+        self.steps = 0  # optimizer steps taken (the EMA warm-up follows it)
         self.planned_epochs = recipe.epochs
         self.elapsed_s = 0.0
         self.history: list[dict[str, Any]] = []
@@ -122,10 +168,10 @@ class Trainer:
         set_lr(self.opt, lr)
         if r.augment:
             x = random_crop_flip(x, self.gen, flip=r.flip)
+        target: torch.Tensor = y
         if r.mixup > 0:
-            lam = float(torch.distributions.Beta(r.mixup, r.mixup).sample())  # CPU, no sync
-            perm = torch.randperm(len(y), generator=self.gen).to(self.device)
-            x = lam * x + (1 - lam) * x.index_select(0, perm)
+            x, target, _ = mixup_batch(x, y, r.mixup, self.data.num_classes, self.gen,
+                                       r.label_smoothing)
         aux = None
         with autocast(self.device, r.amp):
             if r.aux_weight > 0 and hasattr(self.model, "forward_with_aux"):
@@ -135,11 +181,9 @@ class Trainer:
         logits = logits.float()
 
         def ce(out: torch.Tensor) -> torch.Tensor:
-            loss = F.cross_entropy(out, y, label_smoothing=r.label_smoothing)
-            if r.mixup > 0:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(
-                    out, y.index_select(0, perm), label_smoothing=r.label_smoothing)
-            return loss
+            if r.mixup > 0:  # soft targets, already smoothed
+                return torch.sum(-target * F.log_softmax(out, 1), 1).mean()
+            return F.cross_entropy(out, y, label_smoothing=r.label_smoothing)
 
         loss = ce(logits)
         if aux is not None:
@@ -149,10 +193,12 @@ class Trainer:
         if r.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
+        self.steps += 1
         if self.ema_model is not None:
+            decay = min(r.ema, self.steps / (self.steps + 9))  # (1 + t)/(10 + t), t = steps − 1
             with torch.no_grad():
                 for pe, pm in zip(self.ema_model.parameters(), self.model.parameters()):
-                    pe.lerp_(pm, 1.0 - r.ema)
+                    pe.lerp_(pm, 1.0 - decay)
                 for be, bm in zip(self.ema_model.buffers(), self.model.buffers()):
                     be.copy_(bm)
         return loss.detach() * len(y), (logits.detach().argmax(1) == y).sum()
@@ -182,8 +228,9 @@ class Trainer:
         while self.epoch < self.planned_epochs:
             t0 = time.perf_counter()
             self.model.train()
-            if r.drop_path > 0 and hasattr(self.model, "drop_path_prob"):  # DARTS: p·e/E
-                self.model.drop_path_prob = r.drop_path * self.epoch / self.planned_epochs
+            if r.drop_path > 0 and hasattr(self.model, "drop_path_prob"):
+                self.model.drop_path_prob = (r.drop_path if r.drop_path_schedule == "constant"
+                                             else r.drop_path * self.epoch / self.planned_epochs)
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             idxs = batch_indices(n, bs, self.gen, drop_last=n > bs)
@@ -252,7 +299,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
-                "gen": self.gen.get_state(), "epoch": self.epoch,
+                "gen": self.gen.get_state(), "epoch": self.epoch, "steps": self.steps,
                 "planned_epochs": self.planned_epochs, "elapsed_s": self.elapsed_s,
                 "history": self.history, "recipe": asdict(self.r), "rng": rng_state()}
 
@@ -273,6 +320,7 @@ class Trainer:
             self.ema_model.load_state_dict(sd["ema"])
         self.gen.set_state(sd["gen"])
         self.epoch, self.planned_epochs = sd["epoch"], sd["planned_epochs"]
+        self.steps = int(sd.get("steps", 0))
         self.elapsed_s, self.history = sd["elapsed_s"], sd["history"]
         set_rng_state(sd["rng"])
         return True
