@@ -100,6 +100,8 @@ def fit_accuracy(p: Predictor, xa: np.ndarray, y: np.ndarray, xr: np.ndarray | N
         raise UserError(f"the accuracy predictor needs at least 2 results, got {len(xa)}")
     if (xr is None) != p.architecture_only:
         raise UserError("give recipe encodings exactly when the predictor has a recipe part")
+    if p.pretrained is None:
+        p.reset()  # no proxy pretraining: start from the seeded initialisation
     net = p.net
     with torch.random.fork_rng(devices=[]):  # a fresh, seeded accuracy head
         torch.manual_seed(p.seed + 2)

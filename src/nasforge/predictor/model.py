@@ -106,11 +106,15 @@ class Predictor:
     history: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.reset()
+        self.pretrained: dict[str, torch.Tensor] | None = None
+
+    def reset(self) -> None:
+        """A freshly initialised network (seeded: the same every time)."""
         rdim = self.recipe_encoding.dim if self.recipe_encoding is not None else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net = PredictorNet(self.arch_encoding.dim, rdim, self.cfg)
-        self.pretrained: dict[str, torch.Tensor] | None = None
 
     @property
     def architecture_only(self) -> bool:
