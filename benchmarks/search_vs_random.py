@@ -15,8 +15,9 @@ Per method and target (one row each):
    among them (1 = best), the search's seconds (search + ranking stages), and Kendall τ
    between each short ranking's validation accuracy and the full trainings' test accuracy.
 
-The target, when not given, is the median cost of 30 random architectures of the space (half
-the space misses it). The table is printed and written as JSON to ``--out`` after every row.
+The target, when not given, is the ``--target-quantile`` (default the median) of the costs of
+30 random architectures of the space (at the median, half the space misses it). The table is
+printed and written as JSON to ``--out`` after every row.
 
     python benchmarks/search_vs_random.py --methods fbnet,blockqnn --dataset fashion-mnist \\
         --budget 240 --train-epochs 6 --out /tmp/svr.json
@@ -48,8 +49,8 @@ from nasforge.run.rundir import RunDir
 from nasforge.testing.random_baseline import (
     DIFFERENTIABLE_METHODS,
     SAMPLED_METHODS,
+    cost_quantile,
     kendall_tau,
-    median_cost,
     run_costs,
     sample_meeting,
 )
@@ -65,7 +66,7 @@ _PLACEHOLDER = {"latency_ms": 1.0, "flops": 1.0, "params": 1.0}
 def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = None,
         budget: float = 240.0, n_random: int = 5, train_epochs: int = 6,
         rank_epochs: tuple[int, ...] = (1, 2, 4), seed: int = 0,
-        target_kind: str = "latency", target: float | None = None,
+        target_kind: str = "latency", target: float | None = None, quantile: float = 0.5,
         work_dir: str | Path = "/tmp/svr_runs", data_dir: str | None = None,
         progress: bool = True, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One method's row (see the module docstring). ``settings``: more search settings (e.g.
@@ -89,8 +90,9 @@ def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = Non
             **(settings or {})}
     s0 = make_settings(method, **base, **{field: _PLACEHOLDER[field]}, out=str(out))
     _, data = setup(s0)
+    given_target = target is not None
     if target is None:
-        target = median_cost(run_costs(s0, data), target_kind, rng_for(seed, 11))
+        target = cost_quantile(run_costs(s0, data), target_kind, rng_for(seed, 11), quantile)
     kw = {**base, field: float(target)}
 
     t0 = time.perf_counter()
@@ -139,7 +141,8 @@ def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = Non
     return {
         "method": method, "dataset": dataset, "subset": subset, "seed": seed,
         "budget": float(budget), "target": {"kind": target_kind, field: float(target)},
-        "train_epochs": train_epochs, "recipe": recipe, "space": rc.space.name,
+        "quantile": None if given_target else quantile, "train_epochs": train_epochs,
+        "recipe": recipe, "space": rc.space.name,
         "command_s": command_s, "search_s": search_s,
         "searched": {"arch": res.arch["genes"], "costs": found_costs.to_dict(),
                      "meets": targets.meets(found_costs), "command_test_acc": res.test_acc,
@@ -204,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-kind", default=None,
                     help="latency | flops | params, or a comma list (one row per kind); "
                          "default: latency, or flops when --flops is given")
+    ap.add_argument("--target-quantile", type=float, default=0.5,
+                    help="without a target value: this quantile of the space's costs")
     ap.add_argument("--latency-ms", type=float, default=None)
     ap.add_argument("--flops", type=float, default=None, help="MACs target")
     ap.add_argument("--params", type=float, default=None)
@@ -227,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             r = row(method, dataset=a.dataset, subset=a.subset, budget=a.budget,
                     n_random=a.random, train_epochs=a.train_epochs, rank_epochs=rank_epochs,
-                    seed=a.seed, target_kind=kind, target=given[kind], work_dir=a.work_dir,
+                    seed=a.seed, target_kind=kind, target=given[kind],
+                    quantile=a.target_quantile, work_dir=a.work_dir,
                     data_dir=a.data_dir, progress=not a.no_progress)
             rows.append(r)
             if "failed" in r:

@@ -97,13 +97,15 @@ def cost_of(costs: Any, kind: str) -> float:
     raise UserError(f"unknown target kind {kind!r}; choose latency, flops or params")
 
 
-def median_cost(rc: RunCosts, kind: str, rng: np.random.Generator, draws: int = 30) -> float:
-    """The median ``kind`` cost of ``draws`` random architectures: a target that half the
-    space misses, so it binds without being out of reach."""
-    if draws < 1:
-        raise UserError(f"draws must be ≥ 1, got {draws}")
+def cost_quantile(rc: RunCosts, kind: str, rng: np.random.Generator, q: float = 0.5,
+                  draws: int = 30) -> float:
+    """The ``q``-quantile ``kind`` cost of ``draws`` random architectures: a target that a
+    fraction 1 − ``q`` of the space misses (the median: half), so it binds without being out
+    of reach."""
+    if draws < 1 or not 0.0 < q <= 1.0:
+        raise UserError(f"draws must be ≥ 1 and the quantile in (0, 1], got {draws} and {q}")
     vals = [cost_of(rc.cost_model.costs(rc.space.sample(rng)), kind) for _ in range(draws)]
-    return float(np.median(vals))
+    return float(np.quantile(vals, q))
 
 
 @dataclass(frozen=True)
