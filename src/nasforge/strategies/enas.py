@@ -53,6 +53,11 @@ from nasforge.train.schedules import cosine_lr, set_lr
 
 #: architectures sampled each epoch to record the policy's (edge, op) frequencies
 PROBE_SAMPLES = 200
+#: a budgeted search plans at least this many epochs (rounds of both phases): when the first
+#: ω step shows that the configured epoch would not allow it, the epochs get fewer ω steps
+MIN_BUDGET_EPOCHS = 4
+#: scoring a child on a minibatch (forward only) costs about this share of an ω step
+SCORE_SHARE = 1 / 3
 CKPT_KEYS = ("net", "w_opt", "controller", "loop", "data_gen", "ctrl_gen", "rng")
 
 
@@ -92,6 +97,7 @@ class EnasConfig:
 class EnasState:
     epoch: int = 0
     planned_epochs: int = 0
+    epoch_steps: int | None = None  # ω steps per epoch (a budgeted run may plan fewer)
     elapsed_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -137,9 +143,10 @@ class EnasLoop:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.progress = progress
         self.on_epoch = on_epoch
-        self.state = EnasState(planned_epochs=cfg.epochs)
+        self.state = EnasState(planned_epochs=cfg.epochs, epoch_steps=cfg.epoch_steps)
         self._paths: dict[str, Any] = {}
         self._score_s: list[float] = []  # seconds per child scored (the derivation's reserve)
+        self._step_s: float | None = None  # seconds of the last ω step
 
     # -- architectures --------------------------------------------------------------------------
     def _sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, list[Arch]]:
@@ -197,11 +204,26 @@ class EnasLoop:
         return {**out, "val_acc": float(accs.mean()), "policy_entropy": float(ent.mean())}
 
     # -- epochs ---------------------------------------------------------------------------------
+    def _score_time(self) -> float:
+        """Seconds to score one child: measured, else estimated from an ω step."""
+        if self._score_s:
+            return sum(self._score_s) / len(self._score_s)
+        return SCORE_SHARE * self._step_s if self._step_s is not None else 0.0
+
     def _reserve(self) -> float:
-        """Seconds the derivation will take (its children at the measured scoring speed)."""
-        if not self._score_s:
-            return 0.0
-        return self.cfg.derive_samples * sum(self._score_s) / len(self._score_s)
+        """Seconds the derivation will take (its children at the scoring speed)."""
+        return self.cfg.derive_samples * self._score_time()
+
+    def _fit_epoch_steps(self, steps: int) -> None:
+        """After the first ω step of a budgeted search: fewer ω steps per epoch if the
+        configured epoch leaves fewer than :data:`MIN_BUDGET_EPOCHS` epochs in the budget."""
+        cfg = self.cfg
+        w = max(self._step_s or 0.0, 1e-6)
+        per_epoch = float(cfg.budget_s) / MIN_BUDGET_EPOCHS  # type: ignore[arg-type]
+        ctrl = cfg.controller_steps * cfg.aggregate * SCORE_SHARE * w
+        fit = max(1, int((per_epoch - ctrl) // w))
+        if fit < steps:
+            self.state.epoch_steps = fit
 
     def _out_of_time(self, t_start: float) -> bool:
         b = self.cfg.budget_s
@@ -215,8 +237,8 @@ class EnasLoop:
         n = len(self.data.train)
         idxs = batch_indices(n, cfg.batch_size, self.data_gen, shuffle=True,
                              drop_last=n > cfg.batch_size)
-        if cfg.epoch_steps:
-            idxs = idxs[:cfg.epoch_steps]
+        if st.epoch_steps:
+            idxs = idxs[:st.epoch_steps]
         total = len(idxs) + cfg.controller_steps
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
@@ -224,10 +246,17 @@ class EnasLoop:
         t0 = time.perf_counter()
         truncated = False
         for idx in idxs:
-            if self._out_of_time(t0):
-                truncated = True
+            if self._out_of_time(t0) or (st.epoch_steps and steps >= st.epoch_steps):
+                truncated = not (st.epoch_steps and steps >= st.epoch_steps)
                 break
+            t_step = time.perf_counter()
             ls, c = self.shared_step(*self._get("train", idx))
+            if cfg.budget_s is not None and steps == 0:  # an epoch's first step: its time
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                self._step_s = time.perf_counter() - t_step
+                if st.epoch == 0:
+                    self._fit_epoch_steps(len(idxs))
             loss_sum += ls
             correct += c
             seen += len(idx)
