@@ -40,7 +40,7 @@ import nasforge
 from nasforge.arch import Arch
 from nasforge.cost.targets import Targets
 from nasforge.errors import UserError
-from nasforge.files import write_json_atomic
+from nasforge.files import read_json, write_json_atomic
 from nasforge.methods.api import make_settings
 from nasforge.methods.common import rng_for, setup
 from nasforge.methods.finish import rank, train_final
@@ -216,7 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default="/tmp/svr_runs", help="where the runs go")
     ap.add_argument("--out", default=None, help="JSON file for the table")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="print (and with --out write) the table of earlier --out files; "
+                         "runs nothing")
     a = ap.parse_args(argv)
+    if a.merge:
+        rows = [r for f in a.merge for r in read_json(f, "search_vs_random table",
+                                                       "give a file --out wrote")["rows"]]
+        report(rows)
+        if a.out:
+            write_json_atomic(a.out, {"merged": a.merge, "rows": rows, "tau": pooled_tau(rows)})
+        return 0
     torch.set_num_threads(a.threads)
     given = {"latency": a.latency_ms, "flops": a.flops, "params": a.params}
     kinds = (a.target_kind.split(",") if a.target_kind else
@@ -248,12 +258,16 @@ def main(argv: list[str] | None = None) -> int:
                 write_json_atomic(a.out, {"argv": sys.argv, "rows": rows,
                                           "tau": pooled_tau(rows),
                                           "wall_s": time.perf_counter() - t0}, indent=1)
+    report(rows)
+    return 0
+
+
+def report(rows: list[dict[str, Any]]) -> None:
     print(table(rows))
     print("Kendall τ (short-ranking val acc vs full-training test acc):")
     for k, v in pooled_tau(rows).items():
         print(f"  {k} epochs: mean over rows {v['mean']:+.3f} ({v['rows']} rows), pooled "
               f"{v['pooled']:+.3f}")
-    return 0
 
 
 if __name__ == "__main__":
