@@ -38,7 +38,7 @@ def test_resolution_and_recipe_change_what_they_should():
     sp = JointSpace("joint-fmnist")
     lo = from_unit(sp, np.zeros(len(sp.decisions())))
     hi = from_unit(sp, np.full(len(sp.decisions()), 0.999))
-    assert lo.genes["resolution"] == 28 and hi.genes["resolution"] == 16
+    assert lo.genes["resolution"] == 28 and hi.genes["resolution"] == 12
     assert sp.counts(hi, 10, 1).macs != sp.counts(lo, 10, 1).macs
     d = sp.with_recipe(hi, DEFAULT_RECIPE)
     assert sp.recipe(d)["lr"] == 0.1 and sp.recipe(d)["optimizer"] == "sgd"

@@ -25,7 +25,7 @@ class MethodSpec:
 
 
 def _builtins(reg: Registry[MethodSpec]) -> None:
-    from nasforge.methods import darts, densenas, fbnet, fbnetv2, sampled
+    from nasforge.methods import darts, densenas, fbnet, fbnetv2, jointnas, sampled
 
     reg.register("fbnet", MethodSpec(
         "fbnet", fbnet.FBNetSettings, fbnet.run,
@@ -39,6 +39,9 @@ def _builtins(reg: Registry[MethodSpec]) -> None:
     reg.register("darts", MethodSpec(
         "darts", darts.DartsSettings, darts.run,
         "DARTS: softmax-relaxed cell (--cell darts|nb201), first/second order, collapse check"))
+    reg.register("jointnas", MethodSpec(
+        "jointnas", jointnas.JointNASSettings, jointnas.run,
+        "FBNetV3 JointNAS: architecture + training recipe through a reusable accuracy predictor"))
     from nasforge.methods import enas
 
     reg.register("enas", MethodSpec(

@@ -103,8 +103,11 @@ class CoarseStrategy(Strategy):
         self.drawn += n
         return s.random(n)
 
-    def refit(self) -> None:
-        if len(self.results) >= self.cfg.min_fit and len(self.results) > self.fitted_on:
+    def refit(self, final: bool = False) -> None:
+        """Fit on every result told (from ``min_fit`` of them; ``final``: from 2, the end of
+        the stage, when the predictor must be fitted on whatever there is)."""
+        least = 2 if final else self.cfg.min_fit
+        if len(self.results) >= least and len(self.results) > self.fitted_on:
             refit(self.predictor, self.space, self.results, self.fit_cfg)
             self.fitted_on = len(self.results)
 

@@ -112,7 +112,7 @@ SKELETONS: Registry[JointSkeleton] = Registry("joint skeleton")
 H, R = "hswish", "relu"
 # 28×28 (digits, Fashion-MNIST): small enough that a trial trains in seconds on a CPU
 SKELETONS.register("joint-fmnist", JointSkeleton(
-    "joint-fmnist", 28, (28, 24, 20, 16), (8, 16), (
+    "joint-fmnist", 28, (28, 20, 16, 12), (8, 16), (
         JointStage(1, (8, 12, 16), (3, 5), (1, 2), (1, 2)),
         JointStage(2, (16, 24, 32), (3, 5), (2, 3, 4), (1, 2, 3)),
         JointStage(2, (32, 48, 64), (3, 5), (2, 3, 4), (1, 2, 3), se=True, act=H),

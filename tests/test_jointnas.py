@@ -1,0 +1,41 @@
+"""``nasforge search jointnas`` end to end on a small budget, then ``--reuse`` of its predictor
+for another constraint (fine stage only: no candidate trained during the search)."""
+
+import json
+
+import pytest
+
+from nasforge.errors import UserError
+from nasforge.methods.api import make_settings, search
+from nasforge.predictor.model import Predictor
+
+
+def test_settings_refuse_what_jointnas_cannot_do():
+    with pytest.raises(UserError, match="latency"):
+        make_settings("jointnas", latency_ms=2.0)
+    with pytest.raises(UserError, match="early-stop"):
+        make_settings("jointnas", early_stop=0.0)
+
+
+@pytest.mark.slow
+def test_search_then_reuse_for_another_constraint(tmp_path):
+    a = tmp_path / "a"
+    res = search("jointnas", dataset="digits", subset=240, budget=45, flops=2e6,
+                 free_samples=200, early_stop=0.25, batch=3, top=2, out=str(a),
+                 progress=False)
+    assert res.flops <= 2e6
+    run = json.loads((a / "run.json").read_text())["jointnas"]
+    assert run["coarse"]["trials_done"] >= 2 and res.epochs["search"] == run["coarse"][
+        "trials_done"]
+    assert run["verification"] and all("predicted" in r and "measured" in r
+                                       for r in run["verification"])
+    p = Predictor.load(a)  # JSON + weights_only tensors
+    assert p.history["space"] == res.space and p.history["results"] >= 2
+    b = tmp_path / "b"
+    res2 = search("jointnas", dataset="digits", subset=240, budget=30, flops=1e6,
+                  reuse=str(a), out=str(b), progress=False)
+    assert res2.flops <= 1e6
+    assert res2.epochs["search"] == 0  # no candidate trained during the search
+    assert not (b / "trials.sqlite").exists() and not (b / "candidates.json").exists()
+    info = json.loads((b / "run.json").read_text())["jointnas"]
+    assert info["reused"] == str(a) and info["verification"] == []
