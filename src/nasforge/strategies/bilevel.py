@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +40,7 @@ from nasforge.errors import UserError
 from nasforge.progress import Bar
 from nasforge.strategies.darts_step import unrolled_arch_grad
 from nasforge.supernets.base import Supernet
-from nasforge.train.amp import autocast, fused_kwargs, prepare_input, prepare_module
+from nasforge.train.amp import autocast, fused_kwargs, prepare_module
 from nasforge.train.schedules import cosine_lr, set_lr
 
 TAU_SCHEDULES = ("exponential", "geometric", "constant")
@@ -96,7 +97,9 @@ class SupernetConfig:
     # few passes over a small data set; as rounds of ``epoch_steps`` steps its plan has enough
     # epochs for the τ decay, the cosine lr and the warm-up fraction to take effect
     epoch_steps: int | None = None
-    grad_clip: float | None = 5.0
+    # gradient-norm clip of w (None: off). FBNet, FBNetV2 and DenseNAS (paper and official
+    # code) do not clip; DARTS does (norm 5), and its method sets it
+    grad_clip: float | None = None
     augment: bool = False
     amp: bool = True
     # 2: DARTS's second-order θ step (strategies/darts_step.py), unrolled on the train batch
@@ -106,6 +109,12 @@ class SupernetConfig:
     # β-decay (β-DARTS): λ_e·mean over edges of logsumexp(α_e) added to the θ loss, λ_e =
     # beta_decay·e/(2·planned epochs) (the official schedule 50·e/100 over 50 epochs); 0: off
     beta_decay: float = 0.0
+    # speed switches: the same mathematics at less cost (benchmarks/supernet_step.py --ablate
+    # times each). exclusive_grads: the θ step computes no w gradients and the w step no θ
+    # gradients (requires_grad off for the other group: its backward is never built)
+    exclusive_grads: bool = True
+    channels_last: bool | None = None  # None: on CUDA only (slower on this CPU: docs)
+    compile: bool = False  # torch.compile the supernet forward (fixed-graph relaxations)
 
     def __post_init__(self) -> None:
         if self.arch_order not in (1, 2) or (self.arch_order == 2 and self.alternate != "step"):
@@ -141,6 +150,20 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@contextmanager
+def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``params`` without ``requires_grad`` inside the block: a step that updates only the
+    other group builds no backward (and saves no activations) for them."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
 def beta_decay_penalty(alphas: Any) -> torch.Tensor:
     """β-DARTS's Beta-Decay term: the mean over every edge (a row of any α tensor) of
     logsumexp(α_e); its gradient is softmax(α_e)/#edges, which keeps the activated α small
@@ -160,14 +183,22 @@ class SupernetTrainer:
         self.data = data
         self.device = data.device
         self.net = prepare_module(supernet, self.device)
+        cl = config.channels_last
+        self._channels_last = self.device.type == "cuda" if cl is None else bool(cl)
+        self.net = self.net.to(memory_format=(torch.channels_last if self._channels_last
+                                              else torch.contiguous_format))
+        # torch.compile'd forward (an option; a relaxation whose draw changes the graph, as
+        # DenseNAS op sampling does, recompiles, so it stays off by default)
+        self._forward = torch.compile(self.net) if config.compile else self.net
         self.loss_fn = loss_fn
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.progress = progress
         self.log_arch = log_arch or (lambda net: net.arch_state())
         self.uses_cost = getattr(loss_fn, "form", "x") != "none"
         w_params = list(self.net.weight_parameters())
-        self._w_params = w_params  # cached: the hot loop clips them every step
+        self._w_params = w_params  # cached: the hot loop clips / freezes them every step
         a_params = list(self.net.arch_parameters())
+        self._a_params = a_params
         fk = fused_kwargs(self.device)
         self.w_opt = torch.optim.SGD(w_params, lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay, **fk)
@@ -194,7 +225,7 @@ class SupernetTrainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, sample: Any) -> tuple[torch.Tensor, ...]:
         with autocast(self.device, self.cfg.amp):
-            logits = self.net(prepare_input(x), sample)
+            logits = self._forward(self._input(x), sample)
         ce = F.cross_entropy(logits.float(), y)
         if self.uses_cost:
             cost = self.net.expected_cost(sample)
@@ -204,6 +235,11 @@ class SupernetTrainer:
             loss = ce
         return loss, ce, cost.detach(), logits.detach()
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self._channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.cfg.augment:
             x = random_crop_flip(x, self.aug_gen)
@@ -211,9 +247,10 @@ class SupernetTrainer:
             self._train_batch = (x, y)  # the next θ step unrolls on it
         sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
                                             phase="weight")
-        loss, ce, cost, logits = self._loss(x, y, sample)
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with frozen(self._a_params if self.cfg.exclusive_grads else ()):
+            loss, ce, cost, logits = self._loss(x, y, sample)
+            loss.backward()
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self._w_params, self.cfg.grad_clip)
         self.w_opt.step()
@@ -231,9 +268,10 @@ class SupernetTrainer:
                 *self._train_batch, x, y, xi=self.w_opt.param_groups[0]["lr"],
                 w_momentum=self.cfg.w_momentum, w_weight_decay=self.cfg.w_weight_decay,
                 w_optimizer_state=self.w_opt.state)
-        else:
-            loss, ce, cost, logits = self._loss(x, y, sample)
-            loss.backward()
+        else:  # first order: no weight gradient is needed, so none is built
+            with frozen(self._w_params if self.cfg.exclusive_grads else ()):
+                loss, ce, cost, logits = self._loss(x, y, sample)
+                loss.backward()
         lam = self.beta_decay_weight()
         if lam > 0:  # independent of w: the same term for first and second order
             (lam * beta_decay_penalty(self.net.arch_parameters())).backward()

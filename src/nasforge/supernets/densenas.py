@@ -41,6 +41,7 @@ from nasforge.errors import UserError
 from nasforge.models.densenas import DenseModel, make_op, make_stem, make_tail_align
 from nasforge.spaces.dense import ALIGN_OPS, LAYER_OPS, DenseCosts, DenseSpace
 from nasforge.supernets.base import Supernet
+from nasforge.supernets.batched import weighted_sum
 from nasforge.supernets.fbnet import MixedOp
 from nasforge.supernets.viterbi import viterbi_path
 
@@ -60,14 +61,10 @@ class DenseRelaxation:
     layer_active: list[list[list[int]] | None] | None = None
 
 
-def _mixed(op: MixedOp, x: torch.Tensor, w: torch.Tensor, active: list[int] | None
-           ) -> torch.Tensor:
-    if active is None:
-        return op(x, w)
-    out = op.blocks[active[0]](x) * w[active[0]]
-    for o in active[1:]:
-        out = out + op.blocks[o](x) * w[o]
-    return out
+def _mixed(op: MixedOp, x: torch.Tensor, w: torch.Tensor, active: list[int] | None,
+           batched: bool) -> torch.Tensor:
+    """The slot's weighted sum over its ``active`` (drawn) ops, every op when None."""
+    return weighted_sum(op.blocks, x, w, active, batched)
 
 
 class RoutingBlock(nn.Module):
@@ -119,6 +116,8 @@ class DenseSupernet(Supernet):
         self.tau = 1.0
         self.op_sample = 0  # ops drawn per slot; 0 = all (set through sampling())
         self.weight_ops = self.arch_ops = 0  # per-phase op sampling (set_op_sampling)
+        #: each slot's ops run batched (the same sum; False: one forward per op)
+        self.batched = True
         self._costs = costs or space.costs(num_classes, in_channels)
         self._init_costs(self._costs, cost, lut)
 
@@ -281,12 +280,13 @@ class DenseSupernet(Supernet):
             act = rel.align_active[j - 1] if rel.align_active is not None else None
             for b, (i, k) in enumerate(self.in_edges[j]):
                 t = _mixed(blk.align[b], outs[i], rel.align[j - 1][b],
-                           None if act is None else act[b]) * rel.paths[i][k]
+                           None if act is None else act[b], self.batched) * rel.paths[i][k]
                 y = t if y is None else y + t
             m = rel.layers[j - 1]
             lact = rel.layer_active[j - 1] if rel.layer_active is not None else None
             for li, layer in enumerate(blk.layers):
-                y = _mixed(layer, y, m[li], None if lact is None else lact[li])  # type: ignore
+                y = _mixed(layer, y, m[li], None if lact is None else lact[li],  # type: ignore
+                           self.batched)
             outs.append(y)  # type: ignore[arg-type]
         y = None
         for b, (i, k) in enumerate(self.in_edges[self.dag.tail]):

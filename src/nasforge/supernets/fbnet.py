@@ -21,23 +21,22 @@ from nasforge.cost.targets import Move
 from nasforge.models.fbnet import FBNetModel, make_block
 from nasforge.spaces.fbnet import FBNetSpace
 from nasforge.supernets.base import Supernet
+from nasforge.supernets.batched import weighted_sum
 from nasforge.supernets.gumbel import gumbel_softmax
 
 
 class MixedOp(nn.Module):
-    """Σ_i m_i · b_i(x); with a one-hot straight-through ``m`` only the chosen block runs."""
+    """Σ_i m_i · b_i(x); with a one-hot straight-through ``m`` only the chosen block runs.
+    ``batched``: the candidates sharing ``x`` run batched (:mod:`nasforge.supernets.batched`,
+    the same sum)."""
 
     def __init__(self, blocks: list[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, m: torch.Tensor, index: int | None = None) -> torch.Tensor:
-        if index is not None:
-            return self.blocks[index](x) * m[index]
-        out = self.blocks[0](x) * m[0]
-        for i in range(1, len(self.blocks)):
-            out = out + self.blocks[i](x) * m[i]
-        return out
+    def forward(self, x: torch.Tensor, m: torch.Tensor, index: int | None = None,
+                batched: bool = False) -> torch.Tensor:
+        return weighted_sum(self.blocks, x, m, None if index is None else (index,), batched)
 
 
 class FBNetSupernet(Supernet):
@@ -62,6 +61,8 @@ class FBNetSupernet(Supernet):
         self.register_buffer("cost_table", cost_table.float().clone())
         self.register_buffer("fixed_cost", torch.zeros(()))
         self._tables: Any = None
+        #: run each layer's candidates batched (the same sum; False: one forward per block)
+        self.batched = True
 
     @classmethod
     def from_cost_model(cls, space: FBNetSpace, cost_model: CostModel) -> FBNetSupernet:
@@ -106,7 +107,7 @@ class FBNetSupernet(Supernet):
         m, indices = sample
         x = self.stem(x)
         for i, layer in enumerate(self.layers):
-            x = layer(x, m[i], None if indices is None else indices[i])
+            x = layer(x, m[i], None if indices is None else indices[i], self.batched)
         x = self.head(x).mean((2, 3))
         return self.classifier(x)
 
