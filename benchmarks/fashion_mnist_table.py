@@ -199,6 +199,10 @@ def row_entry(key: str, spec: RowSpec, row_dir: Path) -> dict[str, Any] | None:
                          "target_acc": spec.target_acc, "method": spec.method,
                          "space": spec.space,
                          "search_seconds": s["search_seconds"] if s else None,
+                         # the whole search command (search, rank, its own short training,
+                         # export): the stages' spent seconds
+                         "search_command_seconds": (sum((s.get("budget") or {}).get(
+                             "spent", {}).values()) or None) if s else None,
                          "search_test_acc": s["test_acc"] if s else None,
                          "params": s["params"] if s else None,
                          "macs": s["flops"] if s else None}
@@ -242,18 +246,20 @@ def table(work: Path, keys: list[str] | None = None) -> dict[str, Any]:
     from nasforge.files import write_json_atomic, write_text_atomic
 
     rows = [r for k in (keys or list(ROWS)) if (r := row_entry(k, ROWS[k], work / k))]
-    lines = ["| model | params | MACs | epochs | test acc | target | search | train |",
+    lines = ["| model | params | MACs | epochs | test acc | target | search (command) | train |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for a in ANCHORS:
         lines.append(f"| {a['name']} (benchmark) | {_fmt(a['params'], 'int')} | – | – | "
                      f"{_fmt(a['test_acc'], 'acc')} | – | – | – |")
     for r in rows:
-        ep = f"{r['epochs']}" + (f"/{r['planned_epochs']}" if r["status"] != "done" else "")
+        ep = f"{r['epochs']}" + (f"/{r['planned_epochs'] or '?'}" if r["status"] != "done"
+                                 else "")
         met = "" if r["met"] is None else (" ✓" if r["met"] else " ✗")
         lines.append(
             f"| {r['name']} ({r['status']}) | {_fmt(r['params'], 'int')} | "
             f"{_fmt(r['macs'], 'int')} | {ep} | {_fmt(r['test_acc'], 'acc')}{met} | "
-            f"≥ {_fmt(r['target_acc'], 'acc')} | {_fmt(r['search_seconds'], 's')} | "
+            f"≥ {_fmt(r['target_acc'], 'acc')} | {_fmt(r['search_seconds'], 's')} "
+            f"({_fmt(r['search_command_seconds'], 's')}) | "
             f"{_fmt(r['train_seconds'], 'h')} |")
     recipe = (f"Recipe: {json.dumps(RECIPE)}, random crop with {PAD}-px zero padding + "
               f"horizontal flip; {60_000 - VAL_IMAGES:,} training images, official 10,000 test.")
