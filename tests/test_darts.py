@@ -341,3 +341,66 @@ def test_the_bilevel_loop_takes_second_order_steps():
     init = [a.detach().clone() for a in NB201Supernet(tiny_nb201(), 3, 1).alphas]
     assert not torch.allclose(runs[1][0], init[0]) and not torch.allclose(runs[2][0], init[0])
     assert not torch.allclose(runs[1][0], runs[2][0])
+
+
+def _toy_data(size: int, n: int = 16) -> Dataset:
+    g = torch.Generator().manual_seed(1)
+
+    def split(k):
+        return TensorSplit(torch.randn(k, 1, size, size, generator=g, dtype=torch.float64),
+                           torch.randint(0, 3, (k,), generator=g))
+
+    return Dataset("toy", split(n), split(n), split(4), 3, (0.0,), (1.0,))
+
+
+@pytest.mark.parametrize(("cell", "order"), [("darts", 1), ("nb201", 1), ("nb201", 2)])
+def test_the_fast_search_step_equals_the_plain_mixed_op_sum(cell, order):
+    """w steps + α steps (first and second order) through the real loop: the fast cell (none
+    skipped, shared ReLU, box-sum avg pool, α folded into BN, channels_last) ends with the same
+    w, α and BN statistics as the plain Σ_o w_o·o(x), in float64. (The second order only calls
+    the same forward more often; float64 convs are slow on the CPU, so darts runs order 1.)"""
+    from nasforge.supernets.darts import FastPath, set_fast
+
+    data = _toy_data(8, 8)
+    ends = []
+    for fast in (FastPath.plain(), FastPath()):
+        torch.manual_seed(0)
+        net = (DartsSupernet(tiny(8, 2), 3, 1) if cell == "darts"
+               else NB201Supernet(tiny_nb201(), 3, 1)).double()
+        set_fast(net, fast)
+        cfg = SupernetConfig(epochs=1, warmup_epochs=0, batch_size=4, w_lr=0.5, theta_lr=0.1,
+                             arch_order=order, amp=False, grad_clip=5.0)
+        loop = SupernetTrainer(net, data, cfg, CostLoss("none"), progress=False)
+        for i in range(2 if cell == "nb201" else 1):
+            loop.weight_step(data.train.x[4 * i:4 * i + 4], data.train.y[4 * i:4 * i + 4])
+            loop.arch_step(data.val.x[4 * i:4 * i + 4], data.val.y[4 * i:4 * i + 4])
+        ends.append(net.state_dict())
+    plain, fast = ends
+    moved = 0
+    for k in plain:
+        assert torch.allclose(plain[k].double(), fast[k].double(), rtol=1e-7, atol=1e-10), k
+        moved += "alphas" in k
+    assert moved and not torch.allclose(plain["alphas.0"], torch.zeros_like(plain["alphas.0"]))
+
+
+def test_each_fast_path_switch_alone_keeps_the_output_and_gradients():
+    """Every ablation the benchmark times (one switch off) computes the plain sum too."""
+    import dataclasses
+
+    from nasforge.supernets.darts import FastPath, set_fast
+
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = DartsSupernet(tiny(8, 2), 3, 1).double()
+    with torch.no_grad():
+        net.alphas[0].normal_(generator=torch.Generator().manual_seed(2))
+
+    def run(fast):
+        set_fast(net, fast)
+        out = net(x, net.sample_relaxation(None, 1.0))
+        return [out, *torch.autograd.grad(out.square().sum(), list(net.parameters()))]
+
+    plain = run(FastPath.plain())
+    for off in ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last"):
+        for a, b in zip(plain, run(dataclasses.replace(FastPath(), **{off: False}))):
+            assert torch.allclose(a, b, rtol=1e-8, atol=1e-11), off

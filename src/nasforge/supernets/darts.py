@@ -22,10 +22,12 @@ expected cost (kMACs, kparams or LUT µs from the :class:`~nasforge.cost.model.C
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nasforge.arch import Arch
@@ -171,11 +173,183 @@ class CellSupernet(Supernet):
         return model
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """The search cell's speed-ups: each computes the same mixture ``Σ_o w_o·o(x)`` with fewer
+    or cheaper kernels, and each can be switched off (``benchmarks/darts_step.py --ablate``
+    times them; ``tests/test_darts.py`` checks the step against the plain sum).
+
+    - ``skip_none``: the ``none`` candidate adds ``w·0``; it is left out (α_none still gets
+      its gradient through the softmax of the edge).
+    - ``shared_relu``: the four conv candidates (and a strided skip's FactorizedReduce) start
+      with ReLU of the same input; it is computed once per edge.
+    - ``box_avg``: ``avg_pool_3x3`` (count_include_pad=False) as a separable 3×3 box sum times
+      a cached reciprocal-count map (torch's CPU avg_pool2d and its backward are slow).
+    - ``fold_bn``: a conv candidate ends in an affine-free BN; ``w·BN(t)`` is computed as one
+      BN whose scale is ``w`` (one kernel, α's gradient from BN's own backward).
+    - ``channels_last``: activations in NHWC (oneDNN's fast depthwise and pooling kernels on
+      the CPU; on CUDA the loop already runs channels_last).
+    ``enabled=False``: the plain :class:`~nasforge.supernets.fbnet.MixedOp` sum."""
+
+    enabled: bool = True
+    skip_none: bool = True
+    shared_relu: bool = True
+    box_avg: bool = True
+    fold_bn: bool = True
+    channels_last: bool = True
+
+    @classmethod
+    def plain(cls) -> FastPath:
+        return cls(enabled=False, skip_none=False, shared_relu=False, box_avg=False,
+                   fold_bn=False, channels_last=False)
+
+
+_INV_COUNT: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _box_sum(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Σ over each 3×3 window (zero padding 1) at ``stride``: two 1-D passes of slices."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    r = p[..., 0:w:stride] + p[..., 1:w + 1:stride] + p[..., 2:w + 2:stride]
+    return r[..., 0:h:stride, :] + r[..., 1:h + 1:stride, :] + r[..., 2:h + 2:stride, :]
+
+
+def avg_pool_3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``AvgPool2d(3, stride, 1, count_include_pad=False)``: box sum / in-image count (the
+    count map is cached per size, stride, device and dtype: no per-step allocation)."""
+    key = (x.shape[-2], x.shape[-1], stride, x.device, x.dtype)
+    inv = _INV_COUNT.get(key)
+    if inv is None:
+        ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
+        inv = _INV_COUNT[key] = 1.0 / _box_sum(ones, stride)
+    return _box_sum(x, stride) * inv
+
+
+def _bn(m: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``scale · m(x)`` in one ``batch_norm`` call (the module's own running statistics,
+    momentum and counter, updated as ``m.forward`` updates them)."""
+    momentum = 0.0
+    if m.training and m.track_running_stats:
+        m.num_batches_tracked.add_(1)
+        momentum = (1.0 / float(m.num_batches_tracked) if m.momentum is None
+                    else m.momentum)
+    use_batch = m.training or m.running_mean is None
+    weight, bias = m.weight, m.bias
+    if scale is not None:
+        weight = scale.expand(x.shape[1]) if weight is None else weight * scale
+        bias = None if bias is None else bias * scale
+    return F.batch_norm(x, m.running_mean if not m.training or m.track_running_stats else None,
+                        m.running_var if not m.training or m.track_running_stats else None,
+                        weight, bias, use_batch, momentum, m.eps)
+
+
+def _conv_unit(unit: nn.Module, r: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """A ``DilConv`` (ReLU → depthwise → 1×1 → BN) on its already-rectified input."""
+    return _bn(unit[3], unit[2](unit[1](r)), scale)
+
+
+#: the conv candidates of the fast DARTS edge, and every candidate's α column
+_CONVS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+_DARTS_INDEX = {op: i for i, op in enumerate(dm.PRIMITIVES)}
+_NB201_INDEX = {op: i for i, op in enumerate(nm.OPS)}
+
+
+def _mix(out: torch.Tensor | None, t: torch.Tensor, wk: torch.Tensor | None) -> torch.Tensor:
+    """``out + wk·t`` (``wk`` None: already weighted) in one kernel."""
+    if wk is None:
+        return t if out is None else out + t
+    return t * wk if out is None else torch.addcmul(out, t, wk)
+
+
+def nb201_edge(blocks: nn.ModuleList, x: torch.Tensor, w: torch.Tensor,
+               fast: FastPath) -> torch.Tensor:
+    """``Σ_o w_o·o(x)`` over the NAS-Bench-201 candidates of one edge (``nm.OPS`` order)."""
+    ops = _NB201_INDEX
+    out = None
+    if not fast.skip_none:
+        out = _mix(out, blocks[ops["none"]](x), w[ops["none"]])
+    out = _mix(out, x, w[ops["skip_connect"]])
+    k = ops["avg_pool_3x3"]
+    out = _mix(out, avg_pool_3x3(x, 1) if fast.box_avg else blocks[k](x), w[k])
+    r = F.relu(x) if fast.shared_relu else None
+    for name in ("nor_conv_1x1", "nor_conv_3x3"):
+        k = ops[name]
+        op = blocks[k]  # ReLUConvBN: ReLU → conv → BN
+        t = op[1](r if r is not None else F.relu(x))
+        if fast.fold_bn:
+            out = _mix(out, _bn(op[2], t, w[k]), None)
+        else:
+            out = _mix(out, op[2](t), w[k])
+    assert out is not None
+    return out
+
+
+def set_fast(net: nn.Module, fast: FastPath) -> None:
+    """Use ``fast`` in every search cell of ``net`` (and for its input layout)."""
+    net.fast = fast
+    for m in net.modules():
+        if isinstance(m, (SearchCell, NB201MixedCell)):
+            m.fast = fast
+
+
+def _layout(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    fast: FastPath = net.fast
+    if fast.enabled and fast.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def darts_edge(blocks: nn.ModuleList, x: torch.Tensor, w: torch.Tensor, stride: int,
+               fast: FastPath) -> torch.Tensor:
+    """``Σ_o w_o·o(x)`` over the DARTS candidates of one edge (``blocks`` in PRIMITIVES
+    order), the way ``fast`` says."""
+    ops = _DARTS_INDEX
+    out: torch.Tensor | None = None
+
+    def add(t: torch.Tensor, wk: torch.Tensor | None) -> None:
+        nonlocal out
+        out = _mix(out, t, wk)
+
+    if not fast.skip_none:
+        add(blocks[ops["none"]](x), w[ops["none"]])
+    add(blocks[ops["max_pool_3x3"]](x), w[ops["max_pool_3x3"]])
+    k = ops["avg_pool_3x3"]
+    add(avg_pool_3x3(x, stride) if fast.box_avg else blocks[k](x), w[k])
+    r = F.relu(x) if fast.shared_relu else None
+    k = ops["skip_connect"]
+    if stride == 1:
+        add(x, w[k])
+    else:
+        fr = blocks[k]
+        rr = r if r is not None else fr.relu(x)
+        cat = torch.cat([fr.conv_1(rr), fr.conv_2(rr[:, :, 1:, 1:])], dim=1)
+        if fast.fold_bn:
+            add(_bn(fr.bn, cat, w[k]), None)
+        else:
+            add(fr.bn(cat), w[k])
+    for name in _CONVS:
+        k = ops[name]
+        op = blocks[k]
+        rr = r if r is not None else F.relu(x)
+        scale = w[k] if fast.fold_bn else None
+        if name.startswith("sep"):
+            t = _conv_unit(op[1], F.relu(_conv_unit(op[0], rr, None)), scale)
+        else:
+            t = _conv_unit(op, rr, scale)
+        add(t, None if fast.fold_bn else w[k])
+    assert out is not None
+    return out
+
+
 class SearchCell(nn.Module):
-    """A DARTS search cell: preprocessing and 14 mixed edges over the 8 candidates."""
+    """A DARTS search cell: preprocessing and 14 mixed edges over the 8 candidates (one module
+    per candidate per edge: ``edges[e].blocks[o]``, what ENAS shares and ``extract`` maps)."""
 
     def __init__(self, spec: dm.CellSpec, affine: bool = False) -> None:
         super().__init__()
+        self.spec = spec
+        self.fast = FastPath()
         self.preprocess0, self.preprocess1 = dm.preprocess(spec, affine)
         self.edges = nn.ModuleList(
             MixedOp([DARTS_OPS[op](spec.c, spec.stride(j), affine) for op in dm.PRIMITIVES])
@@ -183,11 +357,15 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        fast = self.fast
         for i in range(dm.STEPS):
             o = dm.EDGE_OFFSETS[i]
-            node = self.edges[o](states[0], w[o])
-            for j in range(1, i + 2):
-                node = node + self.edges[o + j](states[j], w[o + j])
+            node = None
+            for j in range(i + 2):
+                e = self.edges[o + j]
+                h = (darts_edge(e.blocks, states[j], w[o + j], self.spec.stride(j), fast)
+                     if fast.enabled else e(states[j], w[o + j]))
+                node = h if node is None else node + h
             states.append(node)
         return torch.cat(states[2:], dim=1)
 
@@ -210,10 +388,11 @@ class DartsSupernet(CellSupernet):
         self.classifier = nn.Linear(len(dm.CONCAT) * plan[-1].c, num_classes)
         self._init_costs([(dm.NUM_EDGES, len(dm.PRIMITIVES))] * 2)
         self._io = (num_classes, in_channels)
+        set_fast(self, FastPath())
 
     def forward(self, x: torch.Tensor, sample: Weights) -> torch.Tensor:
         w_normal, w_reduce = sample
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(_layout(self, x))
         for cell, red in zip(self.cells, self.reduction):
             s0, s1 = s1, cell(s0, s1, w_reduce if red else w_normal)
         return self.classifier(s1.mean((2, 3)))
@@ -304,16 +483,22 @@ class NB201MixedCell(nn.Module):
 
     def __init__(self, channels: int, affine: bool = False) -> None:
         super().__init__()
+        self.fast = FastPath()
         self.edges = nn.ModuleList(MixedOp([NB201_OPS[o](channels, affine) for o in nm.OPS])
                                    for _ in nm.EDGES)
+
+    def _edge(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.fast.enabled:
+            return nb201_edge(self.edges[k].blocks, x, w[k], self.fast)
+        return self.edges[k](x, w[k])
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         k = 0
         for i in range(1, 4):
-            s = self.edges[k](nodes[0], w[k])
+            s = self._edge(k, nodes[0], w)
             for j in range(1, i):
-                s = s + self.edges[k + j](nodes[j], w[k + j])
+                s = s + self._edge(k + j, nodes[j], w)
             k += i
             nodes.append(s)
         return nodes[3]
@@ -340,10 +525,11 @@ class NB201Supernet(CellSupernet):
         self.classifier = nn.Linear(last, num_classes)
         self._init_costs([(len(nm.EDGES), len(nm.OPS))])
         self._io = (num_classes, in_channels)
+        set_fast(self, FastPath())
 
     def forward(self, x: torch.Tensor, sample: Weights) -> torch.Tensor:
         (w,) = sample
-        x = self.stem(x)
+        x = self.stem(_layout(self, x))
         for cell, searched in zip(self.cells, self.searched):
             x = cell(x, w) if searched else cell(x)
         return self.classifier(self.lastact(x).mean((2, 3)))
