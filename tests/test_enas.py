@@ -24,6 +24,7 @@ from nasforge.models import nb201 as nm
 from nasforge.run.result import read_result
 from nasforge.spaces import darts as ds
 from nasforge.spaces import nb201 as ns
+from nasforge.strategies.enas import MIN_BUDGET_EPOCHS, EnasConfig, EnasLoop
 from nasforge.strategies.enas_controller import (
     ControllerConfig,
     EnasController,
@@ -32,6 +33,7 @@ from nasforge.strategies.enas_controller import (
     to_arch,
 )
 from nasforge.supernets.enas import SharedDarts, SharedNB201, candidate
+from nasforge.testing import tiny_dataset
 
 TINY_NB201 = ns.NB201Config("nb201-enas-tiny", 28, 1, channels=4, cells_per_stage=1)
 TINY_DARTS = ds.DartsConfig("darts-enas-tiny", 28, 1, cells=3, channels=4, final_cells=3,
@@ -41,7 +43,7 @@ DRIVER = ("import sys; from test_enas import register; register(); "
 RUN = ["--dataset", "digits", "--subset", "48", "--batch-size", "16", "--train-epochs", "1",
        "--controller-steps", "2", "--controller-aggregate", "3", "--samples", "4",
        "--no-progress"]
-NB201_RUN = [*RUN, "--space", TINY_NB201.name, "--epochs", "3"]
+NB201_RUN = [*RUN, "--space", TINY_NB201.name, "--epochs", "2"]
 
 
 def register() -> None:
@@ -214,14 +216,35 @@ def test_budgeted_search_gives_way_on_three_settings():
     assert (given.batch_size, given.controller_steps) == (32, 5)
 
 
+def test_budgeted_loop_plans_short_epochs_and_stops_in_time(tiny_spaces):
+    """A budget that the configured epoch would overrun: fewer ω steps per epoch (at least
+    MIN_BUDGET_EPOCHS epochs), the derivation's time reserved, the loop ends within it."""
+    space = ns.NB201Space(TINY_NB201.name)
+    net = SharedNB201(space, 10, 1)
+    cfg = EnasConfig(epochs=50, batch_size=8, controller_steps=1, aggregate=2,
+                     derive_samples=3, budget_s=20.0, amp=False)
+    loop = EnasLoop(net, EnasController(layout_for(space), seed=0), space,
+                    tiny_dataset(80, 16, 8), cfg, progress=False)
+    loop._step_s = 1.0  # as if an ω step took 1 s: an epoch of 10 steps + 2 scores = 10.7 s
+    loop._fit_epoch_steps(10)
+    assert loop.state.epoch_steps == int((20.0 / MIN_BUDGET_EPOCHS - 2 / 3) // 1.0)
+    assert loop._reserve() == pytest.approx(3 / 3)
+    loop.cfg = EnasConfig(epochs=50, batch_size=8, controller_steps=1, aggregate=2,
+                          derive_samples=3, budget_s=3.0, amp=False)
+    t0 = time.perf_counter()
+    st = loop.fit()
+    assert st.epoch < 50 and st.planned_epochs == st.epoch
+    assert time.perf_counter() - t0 < 3.0 + 3 * max(h["seconds"] for h in st.history)
+
+
 # -- end to end -----------------------------------------------------------------------------------
 
 def test_tiny_nb201_run_writes_result_controller_history_and_derivation(nb201_run):
     res = read_result(nb201_run / "result.json")
     assert res["method"] == "enas" and res["space"] == TINY_NB201.name
-    assert res["convergence"]["epochs"] == 3 and 0 <= res["test_acc"] <= 1
+    assert res["convergence"]["epochs"] == 2 and 0 <= res["test_acc"] <= 1
     ctrl = json.loads((nb201_run / "controller.json").read_text())
-    assert [h["epoch"] for h in ctrl["history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in ctrl["history"]] == [0, 1]
     for h in ctrl["history"]:
         assert np.asarray(h["cell"]).shape == (6, 5)
         assert np.allclose(np.asarray(h["cell"]).sum(1), 1)
@@ -229,7 +252,7 @@ def test_tiny_nb201_run_writes_result_controller_history_and_derivation(nb201_ru
     assert 1 <= len(search["derivation"]) <= 4
     best = max(search["derivation"], key=lambda r: r["val_acc"])
     assert search["derived"] == best["arch"]
-    assert search["controller"]["updates"] == 3 * 2
+    assert search["controller"]["updates"] == 2 * 2
     assert all(h["controller_updates"] == 2 for h in search["history"])
 
 
