@@ -202,22 +202,29 @@ N_ASKS = 200
 
 
 def test_ask_samples_connections_with_those_probabilities():
-    """Calibration of ask's (numpy) sampler against the formula: over 200 asks (3,000
-    connections), the connections made and the hand-computed probabilities agree within 4
-    standard deviations (a sampler off by 0.05 per connection is ~7 of them off)."""
+    """ask's (numpy) sampler against the formula over 200 asks (3,000 connections, each with
+    its hand-computed p given the tokens sampled before it): if y is drawn with probability p,
+    every residual y − p has mean 0 whatever it is weighted by, so both Σ (y − p) and
+    Σ (y − p)(p − ½) lie within 4.5 standard deviations of 0. A sampler drawing from another
+    probability q fails the second (it sums (q − p)(p − ½), which a q unrelated to p makes
+    ≈ −Σ (p − ½)²)."""
     sp = NASRLSpace()
     s = Reinforce(sp, seed=11)
     _sharpen(s)
-    made, expected, var = 0.0, 0.0, 0.0
+    ys, ps = [], []
     for _ in range(N_ASKS):
         seq = sp.from_arch(s.ask())
         for i, p in enumerate(_anchor_ps_by_hand(s, seq)):
             conn = set(seq[4 * i + 3][1])
-            made += sum(j in conn for j in range(i))
-            expected += p.sum()
-            var += (p * (1 - p)).sum()
-    assert abs(made - expected) < 4 * np.sqrt(var), (made, expected, var)
-    assert var < 0.22 * N_ASKS * 15  # p(1 − p) well below ¼: a sharp policy to check
+            ys += [float(j in conn) for j in range(i)]
+            ps += list(p)
+    y, p = np.array(ys), np.array(ps)
+    assert len(y) == N_ASKS * 15
+    var = p * (1 - p)
+    assert abs((y - p).sum()) < 4.5 * np.sqrt(var.sum())
+    g = p - 0.5
+    assert abs(((y - p) * g).sum()) < 4.5 * np.sqrt((var * g * g).sum())
+    assert var.mean() < 0.22  # p(1 − p) well below ¼: a sharp policy to check
 
 
 def test_reinforce_learns_connections_from_the_reward():
