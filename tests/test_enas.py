@@ -19,7 +19,13 @@ import torch
 
 from nasforge.cli import main
 from nasforge.errors import UserError
-from nasforge.methods.enas import EnasSettings, InheritedNetwork, loop_config, space_for
+from nasforge.methods.enas import (
+    EnasSettings,
+    InheritedNetwork,
+    check_final_init,
+    loop_config,
+    space_for,
+)
 from nasforge.models import nb201 as nm
 from nasforge.run.result import read_result
 from nasforge.spaces import darts as ds
@@ -203,6 +209,11 @@ def test_space_family_resolves_by_input_size(tiny_spaces):
         space_for(EnasSettings(space="nb201-cifar"), (1, 28, 28))
     with pytest.raises(UserError, match="unknown ENAS space"):
         space_for(EnasSettings(space="nasnet"), (1, 28, 28))
+    cifar = space_for(EnasSettings(space="darts"), (3, 32, 32))  # final: 20 cells, C = 36
+    with pytest.raises(UserError, match="final-init shared"):
+        check_final_init(EnasSettings(final_init="shared"), cifar)
+    check_final_init(EnasSettings(final_init="shared"),
+                     space_for(EnasSettings(space="nb201"), (1, 28, 28)))
 
 
 def test_budgeted_search_gives_way_on_three_settings():

@@ -137,6 +137,13 @@ def same_size(space: Any) -> bool:
     return True
 
 
+def check_final_init(s: EnasSettings, space: Any) -> None:
+    if s.final_init == "shared" and not same_size(space):
+        raise UserError(f"--final-init shared needs a final network of the search network's "
+                        f"size; {space.name}'s final network is larger (use --final-init "
+                        "scratch or auto)")
+
+
 class InheritedNetwork:
     """A space as the final training sees it when it starts from the shared weights: ``build``
     is the final network with every tensor the derived architecture has in ``net``."""
@@ -183,6 +190,7 @@ def search(s: EnasSettings, rd: RunDir, data: Dataset, budget: Budget | None = N
            ) -> SearchOutcome:
     """The search stage: shared weights + controller, derivation, target repair, search.json."""
     space = space_for(s, data.input_shape)
+    check_final_init(s, space)  # before the search, not after it
     targets = Targets.from_settings(s)
     cm = CostModel.for_run(space, data.num_classes, data.input_shape, kind="flops",
                            need_latency=targets.needs_latency, target=s.target,
@@ -221,12 +229,9 @@ def final_space(s: EnasSettings, out: SearchOutcome) -> tuple[Any, EnasSettings,
     """The space the final training builds from, its settings (the DARTS final recipe on
     ``darts``) and whether it starts from the shared weights."""
     space: Any = out.space
+    check_final_init(s, space)
     shared = s.final_init == "shared" or (s.final_init == "auto" and s.budget is not None
                                           and same_size(space))
-    if shared and not same_size(space):
-        raise UserError(f"--final-init shared needs a final network of the search network's "
-                        f"size; {space.name}'s final network is larger (use --final-init "
-                        "scratch)")
     recipe = dict(s.extra.get("recipe", {}))
     if s.dataset == "digits":  # mirrored digits are other digits
         recipe.setdefault("flip", False)
