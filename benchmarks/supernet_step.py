@@ -12,7 +12,9 @@ comparison configurations of issue 11 run by name:
 ``--ablate`` times the plain step (every optimisation off: the step as it was before, with
 the gradient clip at 5) and then each optimisation switched on in turn, interleaved round by
 round so that a loaded machine slows every variant alike; the last row is the library's
-default. images/s counts the images of both steps (2 × batch per step). Peak memory: CUDA's
+default. images/s counts the images of both steps (2 × batch per step); CPU ms is the
+process's CPU time per step (steadier than wall time on a loaded machine; with one thread,
+close to the unloaded wall time). Peak memory: CUDA's
 peak allocated bytes; on CPU the peak tensor bytes a step creates
 (:func:`nasforge.testing.memory.peak_tensor_bytes`, parameters and data excluded).
 
@@ -180,18 +182,21 @@ def measure(case: Case, variants: list[tuple[str, Flags]], device: torch.device,
     for tr in trs:
         tr.net.train()
     times: list[list[float]] = [[] for _ in trs]
+    cpu: list[list[float]] = [[] for _ in trs]
     for r in range(warmup + rounds):
         for i, tr in enumerate(trs):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(tr)
             _sync(device)
             if r >= warmup:
                 times[i].append((time.perf_counter() - t0) * 1e3)
+                cpu[i].append((time.process_time() - c0) * 1e3)
     rows = []
-    for (label, f), tr, ts in zip(variants, trs, times):
+    for (label, f), tr, ts, cs in zip(variants, trs, times, cpu):
         ms = statistics.median(ts)
         rows.append({"label": label, "flags": asdict(f), "ms_per_step": round(ms, 2),
+                     "cpu_ms_per_step": round(statistics.median(cs), 2),
                      "images_per_s": round(2 * case.batch / (ms / 1e3), 2),
                      "peak_memory_mb": round(peak_mb(tr), 1) if memory else None,
                      "rounds": len(ts), "min_ms": round(min(ts), 2)})
@@ -256,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         base = rows[0]["ms_per_step"]
         prev = base
         print(f"  {'variant':34s} {'ms/step':>9s} {'img/s':>8s} {'peak MB':>8s} "
-              f"{'vs prev':>8s} {'vs first':>8s}")
+              f"{'vs prev':>8s} {'vs first':>8s} {'CPU ms':>9s}")
         for r in rows:
             ms = r["ms_per_step"]
             mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
             print(f"  {r['label']:34s} {ms:9.1f} {r['images_per_s']:8.1f} {mem:>8s} "
-                  f"{prev / ms:7.2f}× {base / ms:7.2f}×")
+                  f"{prev / ms:7.2f}× {base / ms:7.2f}× {r['cpu_ms_per_step']:9.1f}")
             prev = ms
     return 0
 

@@ -279,8 +279,12 @@ class DenseSupernet(Supernet):
             y: torch.Tensor | None = None
             act = rel.align_active[j - 1] if rel.align_active is not None else None
             for b, (i, k) in enumerate(self.in_edges[j]):
-                t = _mixed(blk.align[b], outs[i], rel.align[j - 1][b],
-                           None if act is None else act[b], self.batched) * rel.paths[i][k]
+                if self.batched:  # p_{i→j} folded into the op weights (the same sum)
+                    t = _mixed(blk.align[b], outs[i], rel.align[j - 1][b] * rel.paths[i][k],
+                               None if act is None else act[b], True)
+                else:
+                    t = _mixed(blk.align[b], outs[i], rel.align[j - 1][b],
+                               None if act is None else act[b], False) * rel.paths[i][k]
                 y = t if y is None else y + t
             m = rel.layers[j - 1]
             lact = rel.layer_active[j - 1] if rel.layer_active is not None else None
