@@ -4,8 +4,11 @@ DARTS).
 Weights w train on ``train``, architecture parameters on ``val``; the first ``warmup_epochs``
 train w only; then w and θ alternate by step (default) or by whole epoch (the FBNet seed code).
 The hot loop keeps everything on the device: metrics accumulate in device tensors and are read
-once per epoch; bf16 autocast + channels_last + fused optimizers on CUDA. The run checkpoints
-every epoch (weights, θ, optimizers, temperature, epoch, every RNG) and resumes exactly.
+once per epoch; bf16 autocast + channels_last + fused optimizers on CUDA. A step builds only
+its own gradients (the θ step none for w, the w step none for θ: ``exclusive_grads``); the
+gradient clip is off unless the method's paper clips (DARTS); ``compile`` wraps the forward in
+``torch.compile``. The run checkpoints every epoch (weights, θ, optimizers, temperature, epoch,
+every RNG) and resumes exactly.
 
 The supernet is any :class:`nasforge.supernets.base.Supernet`; method differences are hooks,
 never a copied step: the temperature schedule (``tau_schedule``: FBNet's exponential decay,
@@ -195,6 +198,7 @@ class SupernetTrainer:
         self.progress = progress
         self.log_arch = log_arch or (lambda net: net.arch_state())
         self.uses_cost = getattr(loss_fn, "form", "x") != "none"
+        self._zero = torch.zeros((), device=self.device)
         w_params = list(self.net.weight_parameters())
         self._w_params = w_params  # cached: the hot loop clips / freezes them every step
         a_params = list(self.net.arch_parameters())
@@ -231,7 +235,7 @@ class SupernetTrainer:
             cost = self.net.expected_cost(sample)
             loss = self.loss_fn(ce, cost)
         else:
-            cost = torch.zeros((), device=ce.device)
+            cost = self._zero  # no per-step allocation
             loss = ce
         return loss, ce, cost.detach(), logits.detach()
 
