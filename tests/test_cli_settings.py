@@ -35,7 +35,8 @@ SAMPLED = {
 }
 BEFORE = {
     "fbnet": {**COMMON, **GUMBEL, "--cost": "latency", "--tau-decay": 0.045,
-              "--epoch-steps": None},  # --epoch-steps: new (issue 10) in every supernet search
+              "--epoch-steps": None,  # --epoch-steps: new (issue 10) in every supernet search
+              "--theta-lr": None},  # issue 10: θ lr by the budget (docs/fbnet.md)
     # fbnetv2/densenas: defaults changed on purpose for budgeted searches (issue 10,
     # docs/fbnetv2.md, docs/densenas.md): hard Gumbel on, θ lr by the budget
     "fbnetv2": {**{k: v for k, v in GUMBEL.items() if k != "--single-path"}, **COMMON,
@@ -83,7 +84,7 @@ def _help(method: str, capsys, monkeypatch) -> dict[str, str]:
 
 
 def test_every_method_is_registered():
-    assert set(METHODS.names()) == set(BEFORE) | {"darts", "enas"}  # new: their own tests
+    assert set(METHODS.names()) == set(BEFORE) | {"darts", "enas", "jointnas"}  # own tests
 
 
 @pytest.mark.parametrize("method", sorted(BEFORE))

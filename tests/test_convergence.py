@@ -3,6 +3,7 @@ the ``convergence`` field of ``result.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from nasforge.cli import main
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.model import CostModel
+from nasforge.methods import fbnet
 from nasforge.run.result import read_result, validate_result
 from nasforge.spaces.dense import DenseSpace, DenseSpec
 from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
@@ -151,6 +153,56 @@ def test_epoch_steps_caps_the_steps_of_an_epoch(tmp_path):
     assert len(t._batches("train")) == 2 and t._steps("train") == 2
     t.fit()
     assert all(r["truncated"] is False for r in t.state.history)
+
+
+# -- the short-budget defaults ------------------------------------------------------------------
+@pytest.mark.parametrize("kw,shape,space", [
+    ({"budget": 90.0}, (1, 28, 28), "fbnet-small"),  # the README command: a short search
+    ({"budget": 2000.0}, (1, 28, 28), "fbnet-fmnist"),  # search share ≥ SHORT_SEARCH_S
+    ({}, (1, 28, 28), "fbnet-fmnist"),  # no budget: the paper's path
+    ({"budget": 90.0, "epochs": 5}, (1, 28, 28), "fbnet-fmnist"),  # epochs given: not capped
+    ({"budget": 90.0, "space": "fbnet-fmnist"}, (1, 28, 28), "fbnet-fmnist"),  # asked for
+    ({"budget": 90.0}, (3, 32, 32), "fbnet-cifar"),  # only 28² has a small skeleton
+])
+def test_fbnet_short_budgeted_search_takes_the_small_skeleton(kw, shape, space):
+    s = fbnet.FBNetSettings(**kw)
+    assert fbnet.method_for(s).space_for(s.space, shape).name == space
+
+
+def test_fbnet_theta_lr_is_the_budget_default_only_in_a_budgeted_search():
+    data = tiny_dataset(n_train=48, n_val=24, size=28)
+    assert fbnet._loop(fbnet.FBNetSettings(budget=90.0), data).theta_lr == fbnet.BUDGET_THETA_LR
+    assert fbnet._loop(fbnet.FBNetSettings(), data).theta_lr == 0.01  # the paper's
+    assert fbnet._loop(fbnet.FBNetSettings(budget=90.0, theta_lr=0.02), data).theta_lr == 0.02
+
+
+@pytest.mark.parametrize("theta_lr,concentrates", [(None, True), (0.01, False)])
+def test_fbnet_budget_defaults_concentrate_theta_in_the_steps_a_short_search_has(
+        tmp_path, theta_lr, concentrates):
+    """The loop settings of a budgeted search (its θ lr, rounds of steps), run for a warm-up
+    round and 3 rounds of 4 w + 4 θ steps (fewer than the ~6 rounds of 8 a 30-s search on
+    fbnet-small gets on one idle core) on a 2-layer skeleton: θ concentrates (pmax well above
+    the uniform 1/9) and τ ends at its final value; the paper's θ lr in the same steps leaves
+    P_θ near uniform."""
+    data = tiny_dataset(n_train=64, n_val=32, size=12)
+    cfg = fbnet._loop(fbnet.FBNetSettings(budget=90.0, theta_lr=theta_lr, batch_size=8,
+                                          cost="flops"), data)
+    assert cfg.epoch_steps is not None  # a budgeted search runs rounds
+    cfg = dataclasses.replace(cfg, epochs=4, warmup_epochs=1, epoch_steps=4, budget_s=None)
+    sp = FBNetSpace(TINY)
+    tables, _ = cost_tables(sp, 10, 1)
+    m, fixed = tables.macs_matrix()
+    torch.manual_seed(0)
+    net = FBNetSupernet(sp, 10, 1, m)
+    net.fixed_cost.fill_(fixed)
+    t = SupernetTrainer(net, data, cfg, CostLoss("paper"), seed=0, progress=False)
+    t.fit()
+    c = t.convergence()
+    assert c["tau_final"] == pytest.approx(c["tau_end_planned"])
+    if concentrates:
+        assert c["max_prob"] > 0.5 and c["entropy"] < 1.5, c
+    else:
+        assert c["max_prob"] < 0.15, c
 
 
 # -- result.json ---------------------------------------------------------------------------------

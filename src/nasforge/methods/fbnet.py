@@ -8,7 +8,7 @@ runner (:mod:`nasforge.methods.differentiable`) does the work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset
@@ -19,15 +19,21 @@ from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
+from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
-from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for
+from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
 from nasforge.supernets.fbnet import FBNetSupernet
 
 
 @dataclass
 class FBNetSettings(SearchSettings):
+    """The paper's defaults, except in a budgeted search whose search share is short
+    (:data:`SHORT_SEARCH_S`): there ``--space auto`` takes the small 28×28 skeleton and θ gets
+    the larger lr its few steps need (docs/fbnet.md, "Convergence")."""
+
     space: str = opt("auto", lambda: f"skeleton: auto | {' | '.join(SKELETONS.names())} "
-                     "(auto: fbnet-fmnist for 28×28 inputs, fbnet-cifar for 32×32)")
+                     "(auto: fbnet-fmnist for 28×28 inputs — fbnet-small when the budgeted "
+                     "search is short —, fbnet-cifar for 32×32)")
     loss: str = opt("paper", "paper: CE·α·log(LAT)^β; seed: α·CE·β·log(LAT)",
                     ("paper", "seed"))
     alpha: float = opt(0.2, "α of the loss")
@@ -41,7 +47,8 @@ class FBNetSettings(SearchSettings):
                                   "budgeted search, else the whole train split; 0: whole)")
     single_path: bool = opt(False, "hard Gumbel: run one block per layer")
     w_lr: float = opt(0.1, "learning rate of the weights")
-    theta_lr: float = opt(0.01, "learning rate of θ")
+    theta_lr: float | None = opt(None, "learning rate of θ (default: 1.0 in a budgeted search, "
+                                 "whose few θ steps must move it; the paper's 0.01 otherwise)")
     tau0: float = opt(5.0, "initial Gumbel temperature")
     tau_decay: float = opt(0.045, "temperature decay: τ = τ0·exp(−decay·epoch) over 90 epochs; "
                            "a shorter plan runs the same range over its own epochs")
@@ -53,24 +60,60 @@ def _cost_kind(s: FBNetSettings) -> str:
     return s.cost
 
 
+#: θ lr of a budgeted search (Adam moves a logit by about its lr a step; measured on digits:
+#: docs/fbnet.md)
+BUDGET_THETA_LR = 1.0
+#: planned search seconds below which ``--space auto`` on 28×28 inputs is :data:`SMALL_SKELETON`:
+#: fbnet-fmnist's soft supernet step costs ~1.3 s on one idle core and its weights need ~30 w
+#: steps to learn (0.69 train accuracy), so with the θ steps a search shorter than this ends
+#: before the cross-entropy can tell blocks apart (docs/fbnet.md)
+SHORT_SEARCH_S = 120.0
+SMALL_SKELETON = "fbnet-small"
+
+
+def short_search(s: FBNetSettings) -> bool:
+    """A budgeted search whose planned seconds are fewer than :data:`SHORT_SEARCH_S`."""
+    b = search_budget(s)
+    return b is not None and b < SHORT_SEARCH_S
+
+
 def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
     epochs = s.epochs or 90
+    budgeted = search_budget(s) is not None
     return SupernetConfig(
         epochs=epochs, warmup_epochs=warmup_epochs(s, epochs, 1 / 9),  # paper: 10 of 90
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
-        w_lr=s.w_lr, theta_lr=s.theta_lr, tau0=s.tau0, tau_decay=s.tau_decay,
+        w_lr=s.w_lr, theta_lr=short_run_default(s.theta_lr, budgeted, BUDGET_THETA_LR, 0.01),
+        tau0=s.tau0, tau_decay=s.tau_decay,
         tau_schedule="exponential", alternate=s.alternate, hard=s.single_path,
-        budget_s=search_budget(s),
-        epoch_steps=epoch_steps_for(s.epoch_steps, search_budget(s) is not None))
+        budget_s=search_budget(s), epoch_steps=epoch_steps_for(s.epoch_steps, budgeted))
 
 
-METHOD = DifferentiableMethod(
+@dataclass(frozen=True)
+class FBNetMethod(DifferentiableMethod):
+    """FBNet's parts; ``small``: ``--space auto`` on 28×28 inputs resolves to
+    :data:`SMALL_SKELETON` (a short budgeted search, :func:`short_search`)."""
+
+    small: bool = False
+
+    def space_for(self, name: str, input_shape: tuple[int, ...]) -> SearchSpace:
+        if self.small and name == "auto" and tuple(input_shape[1:]) == (28, 28):
+            name = SMALL_SKELETON
+        return super().space_for(name, input_shape)
+
+
+METHOD = FBNetMethod(
     name="fbnet", family="fbnet", skeletons=SKELETONS, space_cls=FBNetSpace,
     cost_kind=_cost_kind,
     supernet=lambda space, cm, s: FBNetSupernet.from_cost_model(space, cm),
     loop=_loop, loss=lambda s: CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta))
 
 
+def method_for(s: FBNetSettings) -> FBNetMethod:
+    """:data:`METHOD` as ``s`` runs it (the small skeleton for a short budgeted search)."""
+    return replace(METHOD, small=short_search(s))
+
+
 def run(s: FBNetSettings, rd: RunDir) -> dict:
     """LUT → Gumbel supernet → θ/w loop → argmax + K samples (repaired to the targets) → finish."""
-    return differentiable.run(METHOD, s, rd)
+    return differentiable.run(method_for(s), s, rd)

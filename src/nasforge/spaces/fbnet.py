@@ -80,6 +80,15 @@ SKELETONS.register("fbnet-fmnist", Skeleton(
     ((16, 1, 1), (24, 2, 1), (32, 2, 2), (48, 3, 1), (64, 1, 1)),
     256, in_channels=1,
 ))
+# 28×28 under a short search budget (methods/fbnet.py picks it for `--space auto` when the
+# planned search is short): 5 searchable layers at 7² and 4², so a soft supernet step costs
+# about a quarter of fbnet-fmnist's and the supernet learns within a budget of seconds
+# (figures in docs/fbnet.md).
+SKELETONS.register("fbnet-small", Skeleton(
+    "fbnet-small", 28, 16, 2,
+    ((16, 1, 2), (24, 1, 1), (32, 1, 2), (48, 1, 1), (64, 1, 1)),
+    256, in_channels=1,
+))
 # 32×32 (CIFAR-10): three stride-2 stages, 13 searchable layers.
 SKELETONS.register("fbnet-cifar", Skeleton(
     "fbnet-cifar", 32, 16, 1,
