@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasforge.arch import Arch
+from nasforge.arch import Arch, thaw
 from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Targets
 from nasforge.data import Dataset
@@ -299,27 +299,39 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
         fraction = float(predictor.history["early_stop_fraction"])
         starts = [Arch.from_dict(a) for a in predictor.history.get("best", [])]
         info["reused"] = str(reuse)
+        info["trial_budget_s"] = predictor.history.get("trial_budget_s")
     else:
+        t0 = time.perf_counter()
         predictor = _proxy(s, rd, space, data, fit)
-        budget.rebase()
+        info["seconds"] = {"proxy": time.perf_counter() - t0}
+        budget.rebase()  # data and the proxy head were fixed costs: re-split the rest
+        t0 = time.perf_counter()
         left = budget.left()
         es = _early_stop(s, rd, space, data, feasible,
                          None if left is None else left * s.selector_share)
         fraction = float(es["fraction"])
         info["early_stop"] = es
+        info["seconds"]["selector"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         left = budget.left()
-        # a budgeted coarse stage gives each trial the seconds that fit two rounds at least
-        ev = _evaluator(s, space, dev, base, fraction,
-                        None if left is None else max(1.0, left - FINE_RESERVE_S)
-                        / (2 * s.batch) * s.workers)
+        # a budgeted coarse stage gives each trial the seconds that fit two rounds at least;
+        # no trial starts later than one trial's seconds before the end of the stage (the
+        # trials in flight run to their end), less the final fit and the fine stage
+        per_trial = (None if left is None
+                     else max(1.0, left - FINE_RESERVE_S) / (2 * s.batch) * s.workers)
+        ev = _evaluator(s, space, dev, base, fraction, per_trial)
+        info["trial_budget_s"] = ev.base.budget_s
         strategy, coarse = _coarse(s, rd, space, predictor, ev, feasible, fit,
-                                   None if left is None else max(1.0, left - FINE_RESERVE_S))
+                                   None if left is None
+                                   else max(1.0, left - FINE_RESERVE_S - per_trial))
         trials = coarse["trials_done"]
         info["coarse"] = coarse
+        info["seconds"]["coarse"] = time.perf_counter() - t0
         ranked = sorted(strategy.results, key=lambda r: -r[1])
         starts = [a for a, _ in ranked[:16]]
         predictor.history.update(space=space.name, early_stop_fraction=fraction,
                                  results=len(strategy.results),
+                                 trial_budget_s=info["trial_budget_s"],
                                  best=[a.to_dict() for a in starts])
         predictor.save(rd.path)
 
@@ -329,8 +341,10 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
     def violation(a: Arch) -> float:
         return targets.violation(cost_model.costs(a))
 
+    t0 = time.perf_counter()
     fine = genetic_search(space, score, violation, starts=starts, cfg=GeneticConfig(),
                           seed=s.seed)
+    info.setdefault("seconds", {})["fine"] = time.perf_counter() - t0
     rd.write_json("fine.json", {"targets": targets.to_dict(), **fine.to_dict()})
     info["fine"] = {"generations": fine.generations, "scored": fine.scored,
                     "predicted": fine.score}
@@ -346,9 +360,13 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
             default = space.with_recipe(pick, DEFAULT_RECIPE)
             todo = cands + ([default] if default not in cands else [])
             done = {json_key(r["arch"]) for r in checked}
+            # trained like the coarse trials (the predictor's unit): the same seconds each, and
+            # only as many as the stage's seconds hold
+            each = info.get("trial_budget_s")
             left = budget.left()
-            ev = _evaluator(s, space, dev, base, fraction,
-                            None if left is None else left / len(todo))
+            if each is not None and left is not None:
+                todo = todo[:max(1, int(left // each))] if left >= each else []
+            ev = _evaluator(s, space, dev, base, fraction, each)
             for a in todo:
                 if json_key(a.to_dict()) in done:
                     continue
@@ -370,7 +388,7 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
                                                             [r["measured"] for r in real])
     info["verification"] = checked
     recipe = space.recipe(pick)
-    info["recipe"] = {"chosen": pick.genes["recipe"], "trainer": recipe,
+    info["recipe"] = {"chosen": thaw(pick.genes["recipe"]), "trainer": recipe,
                       "default": DEFAULT_RECIPE,
                       "predicted_chosen": float(score([pick])[0]),
                       "predicted_default": float(score([space.with_recipe(pick,

@@ -157,6 +157,9 @@ class Trainer:
         self.desc = desc
         self.share = share  # the bar is part i of n of its stage (candidate i of n)
         self._test = True  # fit(test=...): the final evaluation includes the test split
+        #: (seconds, images) of the first step (allocations, kernel selection: often several
+        #: times a later one); the evaluation reserve's time per image leaves it out
+        self._first: tuple[float, int] | None = None
         self.epoch = 0
         self.steps = 0  # optimizer steps taken (the EMA warm-up follows it)
         self.planned_epochs = recipe.epochs
@@ -237,7 +240,7 @@ class Trainer:
             seen = 0
             truncated = False
             for i, idx in enumerate(idxs):
-                if r.budget_s is not None and i > 0:
+                if r.budget_s is not None and i > 0 and not (self.epoch == 0 and i == 1):
                     spent = self.elapsed_s + time.perf_counter() - t0
                     if spent + self._eval_reserve(spent, self.epoch * n + seen) >= r.budget_s:
                         truncated = True  # out of time inside an epoch: this is the last one
@@ -248,6 +251,8 @@ class Trainer:
                 idx = idx.to(self.device, non_blocking=True)
                 ls, c = self._step(self.data.train.x.index_select(0, idx),
                                    self.data.train.y.index_select(0, idx), lr)
+                if self._first is None:  # the warm-up step: kept out of the time per image
+                    self._first = (self.elapsed_s + time.perf_counter() - t0, len(idx))
                 loss_sum += ls
                 correct += c
                 seen += len(idx)
@@ -278,7 +283,9 @@ class Trainer:
         forward passes only (≈ a third of a training step per image) over val (and test)."""
         d = self.data
         n_eval = len(d.val) + (len(d.test) if self._test else 0)
-        return seconds / max(images, 1) * n_eval / 3
+        if self._first is not None and images > self._first[1]:  # the first step is slow
+            seconds, images = seconds - self._first[0], images - self._first[1]
+        return max(seconds, 0.0) / max(images, 1) * n_eval / 3
 
     def _fit_to_budget(self, truncated: bool) -> None:
         """Cut the planned epochs to those that fit ``budget_s`` at the mean epoch time so far,
