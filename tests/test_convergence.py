@@ -12,7 +12,7 @@ import torch
 from nasforge.cli import main
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.model import CostModel
-from nasforge.methods import fbnet
+from nasforge.methods import densenas, fbnet
 from nasforge.run.result import read_result, validate_result
 from nasforge.spaces.dense import DenseSpace, DenseSpec
 from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
@@ -166,7 +166,7 @@ def test_epoch_steps_caps_the_steps_of_an_epoch(tmp_path):
 ])
 def test_fbnet_short_budgeted_search_takes_the_small_skeleton(kw, shape, space):
     s = fbnet.FBNetSettings(**kw)
-    assert fbnet.method_for(s).space_for(s.space, shape).name == space
+    assert fbnet.METHOD.for_settings(s).space_for(s.space, shape).name == space
 
 
 def test_fbnet_theta_lr_is_the_budget_default_only_in_a_budgeted_search():
@@ -174,6 +174,27 @@ def test_fbnet_theta_lr_is_the_budget_default_only_in_a_budgeted_search():
     assert fbnet._loop(fbnet.FBNetSettings(budget=90.0), data).theta_lr == fbnet.BUDGET_THETA_LR
     assert fbnet._loop(fbnet.FBNetSettings(), data).theta_lr == 0.01  # the paper's
     assert fbnet._loop(fbnet.FBNetSettings(budget=90.0, theta_lr=0.02), data).theta_lr == 0.02
+
+
+@pytest.mark.parametrize("kw,space,weight_ops", [
+    ({"budget": 90.0}, "dense-small", 0),  # short: the small space, every op in w steps
+    ({"budget": 2000.0}, "dense-fmnist", 1),  # the official op sampling
+    ({}, "dense-fmnist", 1),
+    ({"budget": 90.0, "space": "dense-fmnist"}, "dense-fmnist", 1),
+    ({"budget": 90.0, "weight_ops": 2}, "dense-small", 2),  # asked for
+])
+def test_densenas_short_budgeted_search_takes_the_small_space(kw, space, weight_ops):
+    s = densenas.DenseNASSettings(**kw)
+    sp = densenas.METHOD.for_settings(s).space_for(s.space, (1, 28, 28))
+    assert sp.name == space and densenas.weight_ops_for(s, sp) == weight_ops
+
+
+def test_densenas_theta_lr_by_the_budget():
+    data = tiny_dataset(n_train=48, n_val=24, size=28)
+    lr = {b: densenas._loop(densenas.DenseNASSettings(budget=b), data).theta_lr
+          for b in (90.0, 2000.0, None)}
+    assert lr == {90.0: densenas.SHORT_THETA_LR, 2000.0: densenas.BUDGET_THETA_LR,
+                  None: 3e-4}
 
 
 @pytest.mark.parametrize("theta_lr,concentrates", [(None, True), (0.01, False)])

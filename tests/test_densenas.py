@@ -284,7 +284,8 @@ def test_every_registered_spec_builds_a_supernet_forward():
             out = net(x, net.sample_relaxation(torch.Generator().manual_seed(0)))
         out.sum().backward()
         assert out.shape == (2, 10)
-    assert set(SPECS.names()) == {"dense-fmnist", "dense-cifar", "dense-imagenet"}
+    assert set(SPECS.names()) == {"dense-fmnist", "dense-cifar", "dense-imagenet",
+                                  "dense-small"}  # dense-small: short budgets (issue 10)
 
 
 def test_dag_of_the_space_is_a_block_dag(tiny):

@@ -21,8 +21,9 @@ from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
-from nasforge.methods.differentiable import DifferentiableMethod, SearchOutcome, warmup_epochs
+from nasforge.methods.differentiable import SearchOutcome, warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
+from nasforge.methods.short_budget import ShortBudgetMethod, short_search
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import SPECS, DenseSpace
 from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
@@ -32,11 +33,14 @@ from nasforge.supernets.densenas import DenseSupernet
 @dataclass
 class DenseNASSettings(SearchSettings):
     """Defaults are the official code's (ImageNet, MobileNetV2 space), except in a budgeted
-    search, whose few steps get θ lr 0.3 and rounds of 8 steps (docs/densenas.md), and the
-    batch, sized by the data set (128 from 5,120 training images up)."""
+    search, whose few steps get a larger θ lr and rounds of 8 steps, a short one
+    (:mod:`nasforge.methods.short_budget`) also the small 28×28 space with every op run in
+    weight steps (docs/densenas.md), and the batch, sized by the data set (128 from 5,120
+    training images up)."""
 
     space: str = opt("auto", lambda: f"space: auto | {' | '.join(SPECS.names())} (auto: "
-                     "dense-fmnist for 28², dense-cifar for 32², dense-imagenet for 224²)")
+                     "dense-fmnist for 28² — dense-small when the budgeted search is short —, "
+                     "dense-cifar for 32², dense-imagenet for 224²)")
     cost: str = opt("latency", "cost in the loss: latency (LUT µs) | flops (kMACs)",
                     ("latency", "flops"))
     lam: float = opt(0.15, "λ of CE + λ·log_b(cost) (official 0.15)")
@@ -48,12 +52,13 @@ class DenseNASSettings(SearchSettings):
                                   "budgeted search, else the whole train split; 0: whole)")
     w_lr: float = opt(0.2, "SGD learning rate of the weights")
     w_weight_decay: float = opt(4e-5, "weight decay of the weights")
-    theta_lr: float | None = opt(None, "Adam lr of op and path parameters (default: 0.3 in a "
-                                 "budgeted search, whose few θ steps must move them; "
-                                 "otherwise the official 3e-4)")
+    theta_lr: float | None = opt(None, "Adam lr of op and path parameters (default: 1.0 in a "
+                                 "short budgeted search, 0.3 in a longer one, whose few θ "
+                                 "steps must move them; otherwise the official 3e-4)")
     theta_weight_decay: float = opt(1e-3, "weight decay of op and path parameters")
-    weight_ops: int = opt(1, "ops drawn per layer in weight steps (official 1; 0 = all, full "
-                          "weighted sum)")
+    weight_ops: int | None = opt(None, "ops drawn per layer in weight steps (0 = all, the full "
+                                 "weighted sum; default: 0 on dense-small, where drawn single "
+                                 "ops do not train in a short search, else the official 1)")
     arch_ops: int = opt(2, "ops drawn per layer in architecture steps (official 2; 0 = all)")
 
 
@@ -63,14 +68,28 @@ def _cost_kind(s: DenseNASSettings) -> str:
     return s.cost
 
 
+#: ``--space auto`` on 28×28 inputs in a short budgeted search
+SMALL_SPACE = "dense-small"
+#: θ lr of a budgeted search: a short one (the small space, ~30 s of search on digits) and a
+#: longer one (docs/densenas.md)
+SHORT_THETA_LR = 1.0
+BUDGET_THETA_LR = 0.3
+
+
+def weight_ops_for(s: DenseNASSettings, space: DenseSpace) -> int:
+    """``--weight-ops``, else every op (0) on :data:`SMALL_SPACE` and the official 1 elsewhere:
+    drawn single ops give each op a fraction of the few steps of a short search and the
+    following layers inconsistent inputs (on digits the supernet stays at chance; with every op
+    run it learns: docs/densenas.md)."""
+    if s.weight_ops is not None:
+        return s.weight_ops
+    return 0 if space.name == SMALL_SPACE else 1
+
+
 def _supernet(space: DenseSpace, cm: CostModel, s: DenseNASSettings) -> DenseSupernet:
     net = DenseSupernet.from_cost_model(space, cm)
-    net.set_op_sampling(s.weight_ops, s.arch_ops)
+    net.set_op_sampling(weight_ops_for(s, space), s.arch_ops)
     return net
-
-
-#: θ lr of a budgeted search (measured on digits, ~45 s of search: docs/densenas.md)
-BUDGET_THETA_LR = 0.3
 
 
 def _loop(s: DenseNASSettings, data: Dataset) -> SupernetConfig:
@@ -81,7 +100,8 @@ def _loop(s: DenseNASSettings, data: Dataset) -> SupernetConfig:
         # official 128; small data sets get enough steps per epoch (digits: 32)
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=128),
         w_lr=s.w_lr, w_momentum=0.9, w_weight_decay=s.w_weight_decay,
-        theta_lr=short_run_default(s.theta_lr, budgeted, BUDGET_THETA_LR, 3e-4),
+        theta_lr=short_run_default(s.theta_lr, budgeted,
+                                   SHORT_THETA_LR if short_search(s) else BUDGET_THETA_LR, 3e-4),
         theta_weight_decay=s.theta_weight_decay, theta_betas=(0.5, 0.999), tau0=1.0,
         tau_schedule="constant", alternate=s.alternate, budget_s=search_budget(s),
         epoch_steps=epoch_steps_for(s.epoch_steps, budgeted))
@@ -103,13 +123,14 @@ def _write_path(s: DenseNASSettings, rd: RunDir, data: Dataset, out: SearchOutco
     rd.file("path.txt").write_text("\n".join(lines) + "\n")
 
 
-METHOD = DifferentiableMethod(
+METHOD = ShortBudgetMethod(
     name="densenas", family="dense", skeletons=SPECS, space_cls=DenseSpace,
     cost_kind=_cost_kind, supernet=_supernet, loop=_loop,
-    loss=lambda s: CostLoss(form="additive", lam=s.lam, base=s.log_base), after=_write_path)
+    loss=lambda s: CostLoss(form="additive", lam=s.lam, base=s.log_base), after=_write_path,
+    small_space=SMALL_SPACE)
 
 
 def run(s: DenseNASSettings, rd: RunDir) -> dict:
     """Dense supernet → two-stage loop → argmax ops + Viterbi path (+ K samples), repaired →
     finish → path.txt."""
-    return differentiable.run(METHOD, s, rd)
+    return differentiable.run(METHOD.for_settings(s), s, rd)

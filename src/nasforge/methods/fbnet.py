@@ -8,7 +8,7 @@ runner (:mod:`nasforge.methods.differentiable`) does the work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset
@@ -16,10 +16,10 @@ from nasforge.data.batches import default_batch_size
 from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
-from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
+from nasforge.methods.differentiable import warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
+from nasforge.methods.short_budget import ShortBudgetMethod
 from nasforge.run.rundir import RunDir
-from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
 from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
 from nasforge.supernets.fbnet import FBNetSupernet
@@ -27,9 +27,9 @@ from nasforge.supernets.fbnet import FBNetSupernet
 
 @dataclass
 class FBNetSettings(SearchSettings):
-    """The paper's defaults, except in a budgeted search whose search share is short
-    (:data:`SHORT_SEARCH_S`): there ``--space auto`` takes the small 28×28 skeleton and θ gets
-    the larger lr its few steps need (docs/fbnet.md, "Convergence")."""
+    """The paper's defaults, except in a budgeted search: θ gets the larger lr its few steps
+    need, and a short one (:mod:`nasforge.methods.short_budget`) takes the small 28×28
+    skeleton for ``--space auto`` (docs/fbnet.md, "Convergence")."""
 
     space: str = opt("auto", lambda: f"skeleton: auto | {' | '.join(SKELETONS.names())} "
                      "(auto: fbnet-fmnist for 28×28 inputs — fbnet-small when the budgeted "
@@ -63,18 +63,8 @@ def _cost_kind(s: FBNetSettings) -> str:
 #: θ lr of a budgeted search (Adam moves a logit by about its lr a step; measured on digits:
 #: docs/fbnet.md)
 BUDGET_THETA_LR = 1.0
-#: planned search seconds below which ``--space auto`` on 28×28 inputs is :data:`SMALL_SKELETON`:
-#: fbnet-fmnist's soft supernet step costs ~1.3 s on one idle core and its weights need ~30 w
-#: steps to learn (0.69 train accuracy), so with the θ steps a search shorter than this ends
-#: before the cross-entropy can tell blocks apart (docs/fbnet.md)
-SHORT_SEARCH_S = 120.0
+#: ``--space auto`` on 28×28 inputs in a short budgeted search
 SMALL_SKELETON = "fbnet-small"
-
-
-def short_search(s: FBNetSettings) -> bool:
-    """A budgeted search whose planned seconds are fewer than :data:`SHORT_SEARCH_S`."""
-    b = search_budget(s)
-    return b is not None and b < SHORT_SEARCH_S
 
 
 def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
@@ -89,31 +79,14 @@ def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
         budget_s=search_budget(s), epoch_steps=epoch_steps_for(s.epoch_steps, budgeted))
 
 
-@dataclass(frozen=True)
-class FBNetMethod(DifferentiableMethod):
-    """FBNet's parts; ``small``: ``--space auto`` on 28×28 inputs resolves to
-    :data:`SMALL_SKELETON` (a short budgeted search, :func:`short_search`)."""
-
-    small: bool = False
-
-    def space_for(self, name: str, input_shape: tuple[int, ...]) -> SearchSpace:
-        if self.small and name == "auto" and tuple(input_shape[1:]) == (28, 28):
-            name = SMALL_SKELETON
-        return super().space_for(name, input_shape)
-
-
-METHOD = FBNetMethod(
+METHOD = ShortBudgetMethod(
     name="fbnet", family="fbnet", skeletons=SKELETONS, space_cls=FBNetSpace,
     cost_kind=_cost_kind,
     supernet=lambda space, cm, s: FBNetSupernet.from_cost_model(space, cm),
-    loop=_loop, loss=lambda s: CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta))
-
-
-def method_for(s: FBNetSettings) -> FBNetMethod:
-    """:data:`METHOD` as ``s`` runs it (the small skeleton for a short budgeted search)."""
-    return replace(METHOD, small=short_search(s))
+    loop=_loop, loss=lambda s: CostLoss(form=s.loss, alpha=s.alpha, beta=s.beta),
+    small_space=SMALL_SKELETON)
 
 
 def run(s: FBNetSettings, rd: RunDir) -> dict:
     """LUT → Gumbel supernet → θ/w loop → argmax + K samples (repaired to the targets) → finish."""
-    return differentiable.run(method_for(s), s, rd)
+    return differentiable.run(METHOD.for_settings(s), s, rd)

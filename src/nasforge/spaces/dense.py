@@ -151,6 +151,16 @@ SPECS.register("dense-fmnist", DenseSpec(
     layers=(0, 1, 1, 2, 2, 1),
     last_channels=256, connect=3, in_channels=1,
 ))
+# 28×28 under a short search budget (methods/densenas.py picks it for `--space auto` when the
+# planned search is short): head block at 14², three routing blocks at 7², M = 2, so that its
+# weight steps can run every op (figures in docs/densenas.md).
+SPECS.register("dense-small", DenseSpec(
+    "dense-small", 28, 16, 2,
+    widths=(16, 24, 32, 48),
+    sizes=(14, 7, 7, 7),
+    layers=(0, 1, 1, 1),
+    last_channels=128, connect=2, in_channels=1,
+))
 # 32×32 (CIFAR-10): stem at full size, blocks at 32², 16², 8², 4².
 SPECS.register("dense-cifar", DenseSpec(
     "dense-cifar", 32, 16, 1,
