@@ -17,7 +17,18 @@ epoch, ``collapse`` in ``search.json`` and ``result.json``), and ``--beta-decay 
 β-DARTS's regulariser (Ye et al., CVPR 2022) to the α loss.
 
 The derived ``darts`` genotype is trained as the space's final network (``build_final``: the
-auxiliary head with loss weight 0.4, drop path raised linearly to 0.2, as DARTS trains it).
+auxiliary head with loss weight 0.4, drop path raised linearly to 0.2, as DARTS trains it);
+``result.json``'s ``params`` and ``flops`` are that network's (without the auxiliary head,
+which inference does not run).
+
+A budgeted search (``--budget`` without ``--epochs``) shorter than :data:`SHORT_SEARCH_S`
+keeps the paper's procedure but not its sizes, which do not fit (docs/darts.md): on 28×28
+inputs ``--space auto`` is :data:`SMALL_SPACES` (5 cells of width 8 / the NAS-Bench-201 cell
+at width 8, one cell per stage, searched and trained at that size, no auxiliary head or drop
+path), first order, α lr :data:`BUDGET_ALPHA_LR`, batch :data:`BUDGET_BATCH` and rounds of 8
+w steps; every one of them given on the command line wins. Without a budget every default is
+the paper's. On ``digits`` the final training does not flip images (a mirrored digit is another
+digit).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nasforge.arch import Arch, thaw
+from nasforge.cost.flops import count_module
 from nasforge.cost.loss import CostLoss
 from nasforge.data import Dataset
 from nasforge.errors import UserError
@@ -35,16 +47,31 @@ from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup
 from nasforge.methods.differentiable import DifferentiableMethod
 from nasforge.methods.settings import SearchSettings, opt
+from nasforge.models.darts import DartsNetwork
 from nasforge.run.result import write_result
 from nasforge.run.rundir import RunDir
 from nasforge.spaces import darts as ds
 from nasforge.spaces import nb201 as ns
-from nasforge.strategies.bilevel import SupernetConfig
+from nasforge.spaces.base import SearchSpace
+from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
 from nasforge.supernets.darts import DartsSupernet, NB201Supernet
 
 CELLS = ("darts", "nb201")
 #: DARTS's α optimiser betas (the paper's; not a flag)
 ALPHA_BETAS = (0.5, 0.999)
+#: planned search seconds below which a budgeted search uses the budgeted defaults: the paper's
+#: 8-cell, C = 16 supernet takes ~10 s per second-order step at batch 64 on 28×28 on one busy
+#: CPU core, so a short search of it ends inside its first epoch with α at its initial noise,
+#: and its final network gets one epoch (docs/darts.md)
+SHORT_SEARCH_S = 1800.0
+#: ``--space auto`` of a short budgeted search on 28×28 inputs, by cell family
+SMALL_SPACES = {"darts": "darts-small", "nb201": "nb201-small"}
+#: α's Adam lr in a short budgeted search: the paper's 3e-4 moves α by ~0.01 in the ~30 α steps
+#: such a search takes, which leaves the derived cell the argmax of the initial noise
+BUDGET_ALPHA_LR = 3e-3
+#: the search batch of a short budgeted search: a step of the small supernet at batch 64 took
+#: 5–10 s on a busy core, and the loop checks the clock only between steps
+BUDGET_BATCH = 32
 
 
 def _spaces() -> list[str]:
@@ -58,8 +85,9 @@ class DartsSettings(SearchSettings):
                            CELLS)
     space: str = opt("auto", lambda: f"space: auto | {' | '.join(_spaces())} (auto: the "
                      "--cell family's space for the input size, 28×28 fmnist, 32×32 cifar)")
-    order: int = opt(2, "architecture gradient: 1 (first order) | 2 (one-step unrolled, "
-                     "the paper's best)")
+    order: int | None = opt(None, "architecture gradient: 1 (first order) | 2 (one-step "
+                            "unrolled, the paper's best; default 2, 1 in a short budgeted "
+                            "search)")
     samples: int = opt(0, "genotypes drawn from softmax(α) besides the derived one "
                        "(DARTS: none)")
     w_lr: float = opt(0.025, "learning rate of the weights (cosine to --w-lr-min)")
@@ -67,7 +95,10 @@ class DartsSettings(SearchSettings):
     w_momentum: float = opt(0.9, "SGD momentum of the weights")
     w_weight_decay: float = opt(3e-4, "weight decay of the weights")
     grad_clip: float = opt(5.0, "gradient-norm clip of the weights (0: off)")
-    alpha_lr: float = opt(3e-4, "Adam learning rate of α (betas 0.5, 0.999)")
+    alpha_lr: float | None = opt(None, "Adam learning rate of α, betas 0.5, 0.999 (default "
+                                 "3e-4, the paper's; 3e-3 in a short budgeted search)")
+    epoch_steps: int | None = opt(None, "w steps per search epoch at most (default: 8 in a "
+                                  "budgeted search, else the whole train split; 0: whole)")
     alpha_weight_decay: float = opt(1e-3, "weight decay of α")
     beta_decay: float = opt(0.0, "β-DARTS regularisation: λ·mean_e logsumexp(α_e) on the α "
                             "loss, λ rising linearly from 0 to LAMBDA/2 over the epochs "
@@ -86,24 +117,47 @@ def family(s: DartsSettings) -> str:
     return s.cell or named or "darts"
 
 
+def short_search(s: DartsSettings) -> bool:
+    """A budgeted search (no ``--epochs``) planned shorter than :data:`SHORT_SEARCH_S`."""
+    b = search_budget(s)
+    return b is not None and b < SHORT_SEARCH_S
+
+
 def _loop(s: DartsSettings, data: Dataset) -> SupernetConfig:
-    if s.order not in (1, 2):
-        raise UserError(f"--order must be 1 (first order) or 2 (second order), got {s.order}")
-    for name in ("w_lr", "alpha_lr"):
-        if getattr(s, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got "
-                            f"{getattr(s, name)}")
+    short = short_search(s)
+    order = short_run_default(s.order, short, 1, 2)
+    alpha_lr = short_run_default(s.alpha_lr, short, BUDGET_ALPHA_LR, 3e-4)
+    if order not in (1, 2):
+        raise UserError(f"--order must be 1 (first order) or 2 (second order), got {order}")
+    for name, v in (("w-lr", s.w_lr), ("alpha-lr", alpha_lr)):
+        if v <= 0:
+            raise UserError(f"--{name} must be positive, got {v}")
     return SupernetConfig(
-        epochs=s.epochs or 50, warmup_epochs=0, batch_size=s.batch_size or 64,
+        epochs=s.epochs or 50, warmup_epochs=0,
+        batch_size=s.batch_size or (BUDGET_BATCH if short else 64),
         w_lr=s.w_lr, w_lr_min=s.w_lr_min, w_momentum=s.w_momentum,
         w_weight_decay=s.w_weight_decay, grad_clip=s.grad_clip or None,
-        theta_lr=s.alpha_lr, theta_betas=ALPHA_BETAS, theta_weight_decay=s.alpha_weight_decay,
-        tau0=1.0, tau_schedule="constant", alternate="step", arch_order=s.order,
-        beta_decay=s.beta_decay, budget_s=search_budget(s))
+        theta_lr=alpha_lr, theta_betas=ALPHA_BETAS, theta_weight_decay=s.alpha_weight_decay,
+        tau0=1.0, tau_schedule="constant", alternate="step", arch_order=order,
+        beta_decay=s.beta_decay, budget_s=search_budget(s),
+        epoch_steps=epoch_steps_for(s.epoch_steps, search_budget(s) is not None))
 
 
-def _method(name: str, configs: Any, space_cls: Any, supernet: Any) -> DifferentiableMethod:
-    return DifferentiableMethod(
+@dataclass(frozen=True)
+class DartsMethod(DifferentiableMethod):
+    """DARTS's parts; ``small``: what ``--space auto`` is on 28×28 inputs (a short budgeted
+    search, :func:`short_search`), else the family's space for the input size."""
+
+    small: str | None = None
+
+    def space_for(self, name: str, input_shape: tuple[int, ...]) -> SearchSpace:
+        if self.small and name == "auto" and tuple(input_shape[1:]) == (28, 28):
+            name = self.small
+        return super().space_for(name, input_shape)
+
+
+def _method(name: str, configs: Any, space_cls: Any, supernet: Any) -> DartsMethod:
+    return DartsMethod(
         name="darts", family=name, skeletons=configs, space_cls=space_cls,
         cost_kind=lambda s: "flops",  # the loss has no cost term; targets use the repair
         supernet=lambda space, cm, s: supernet.from_cost_model(space, cm),
@@ -132,7 +186,8 @@ class FinalNetwork:
 def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
     """Supernet search → derive (→ repair to the targets) → collapse check → final training
     (``darts``: the final network with auxiliary head and drop path) → export → measure."""
-    m = METHODS[family(s)]
+    fam = family(s)
+    m = replace(METHODS[fam], small=SMALL_SPACES[fam] if short_search(s) else None)
     budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=1 + s.samples, run_dir=rd)
     with budget.stage("search"):
         _, data = setup(s)
@@ -143,13 +198,15 @@ def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
         print(f"nasforge darts: warning: {collapse['warning']} (try --beta-decay 50)",
               file=sys.stderr)
     space: Any = out.space
-    fs = s
+    recipe = dict(s.extra.get("recipe", {}))
+    if s.dataset == "digits":  # mirrored digits are other digits
+        recipe.setdefault("flip", False)
     if isinstance(space, ds.DartsSpace):
         cfg = space.cfg
         recipe = {"aux_weight": cfg.auxiliary_weight if cfg.auxiliary else 0.0,
-                  "drop_path": cfg.drop_path_prob, **s.extra.get("recipe", {})}
-        fs = replace(s, extra={**s.extra, "recipe": recipe})
+                  "drop_path": cfg.drop_path_prob, **recipe}
         space = FinalNetwork(space)
+    fs = replace(s, extra={**s.extra, "recipe": recipe})
     result = finish(fs, rd, data, Finish(
         space=space, candidates=out.candidates, cost_model=out.cost_model,
         targets=out.targets, search_seconds=out.state.elapsed_s,
@@ -157,5 +214,24 @@ def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
         extra={"derived": thaw(out.derived.genes), "collapse": collapse},
         convergence=out.convergence, budget=budget))
     result["collapse"] = collapse
+    if isinstance(out.space, ds.DartsSpace):
+        counts = final_counts(out.space, Arch.from_dict(result["arch"]), data)
+        result["params"], result["flops"] = counts["params"], counts["flops"]
+        if not counts["search_sized"]:
+            result["latency_ms"]["predicted"] = None
     write_result(rd.file("result.json"), result)
     return result
+
+
+def final_counts(space: ds.DartsSpace, arch: Arch, data: Dataset) -> dict[str, Any]:
+    """``params``/``flops`` of the network the final training trained (``build_final``'s size,
+    without the auxiliary head inference does not run), and whether it is the search size;
+    when it is not (``darts-cifar``: 20 cells of 36) ``run`` drops the latency table's
+    prediction, which is of the search-sized network (the measured latency is the final
+    network's)."""
+    cfg = space.cfg
+    net = DartsNetwork(space.genotype(arch), data.num_classes, data.input_shape[0],
+                       cfg.final_cells, cfg.final_channels, space.input_size)
+    c = count_module(net.eval(), tuple(data.input_shape))
+    return {"params": int(c.params), "flops": int(c.macs),
+            "search_sized": (cfg.final_cells, cfg.final_channels) == (cfg.cells, cfg.channels)}

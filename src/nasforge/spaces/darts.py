@@ -108,6 +108,11 @@ CONFIGS.register("darts-fmnist", DartsConfig("darts-fmnist", 28, 1, final_cells=
                                              final_channels=16))
 # 32×32 (CIFAR-10): the paper's search and final sizes
 CONFIGS.register("darts-cifar", DartsConfig("darts-cifar", 32, 3))
+# 28×28 under a short --budget (methods/darts.py): 5 cells searched at width 4, trained at
+# width 8, no auxiliary head or drop path (docs/darts.md)
+CONFIGS.register("darts-small", DartsConfig("darts-small", 28, 1, cells=5, channels=4,
+                                            final_cells=5, final_channels=8, auxiliary=False,
+                                            drop_path_prob=0.0))
 
 
 def _gene(row: object, cell: str, k: int) -> Gene:

@@ -93,6 +93,8 @@ class NB201Config:
 CONFIGS: Registry[NB201Config] = Registry("NAS-Bench-201 space")
 CONFIGS.register("nb201-fmnist", NB201Config("nb201-fmnist", 28, 1))
 CONFIGS.register("nb201-cifar", NB201Config("nb201-cifar", 32, 3))
+# 28×28 under a short --budget (methods/darts.py): width 8, one cell per stage
+CONFIGS.register("nb201-small", NB201Config("nb201-small", 28, 1, channels=8, cells_per_stage=1))
 
 
 class NB201Space(DecisionSequence, SearchSpace):
