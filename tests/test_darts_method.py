@@ -262,3 +262,55 @@ def test_kill_and_resume_ends_with_the_same_alpha(tmp_path, second_order_run):
     sb = json.loads((run / "search.json").read_text())
     assert sa["arch_parameters"] == sb["arch_parameters"]
     assert read_result(ref / "result.json")["arch"] == read_result(run / "result.json")["arch"]
+
+
+def test_a_short_budget_uses_the_budgeted_defaults_and_given_flags_win():
+    from nasforge.methods.darts import (
+        BUDGET_ALPHA_LR,
+        BUDGET_BATCH,
+        METHODS,
+        SMALL_SPACES,
+        _loop,
+        short_search,
+    )
+
+    data = tiny_dataset(16, 8, 8)
+    paper = _loop(DartsSettings(), data)
+    assert (paper.arch_order, paper.theta_lr, paper.batch_size, paper.epoch_steps,
+            paper.budget_s) == (2, 3e-4, 64, None, None)
+    short = DartsSettings(budget=120)
+    assert short_search(short)
+    b = _loop(short, data)
+    assert (b.arch_order, b.theta_lr, b.batch_size, b.epoch_steps) == (
+        1, BUDGET_ALPHA_LR, BUDGET_BATCH, 8)
+    assert 0 < b.budget_s < 120
+    given = _loop(DartsSettings(budget=120, order=2, alpha_lr=1e-3, batch_size=64,
+                                epoch_steps=0), data)
+    assert (given.arch_order, given.theta_lr, given.batch_size, given.epoch_steps) == (
+        2, 1e-3, 64, None)
+    assert not short_search(DartsSettings(budget=120, epochs=3))  # --epochs fixes the search
+    assert not short_search(DartsSettings(budget=100000))
+    from dataclasses import replace
+    for fam, small in SMALL_SPACES.items():
+        m = replace(METHODS[fam], small=small)
+        assert m.space_for("auto", (1, 28, 28)).name == small
+        assert m.space_for("auto", (3, 32, 32)).name == f"{fam}-cifar"
+        assert METHODS[fam].space_for("auto", (1, 28, 28)).name == f"{fam}-fmnist"
+
+
+def test_result_params_are_the_final_networks_without_the_auxiliary_head():
+    from nasforge.cost.flops import count_module
+    from nasforge.methods.darts import final_counts
+    from nasforge.models.darts import DartsNetwork
+
+    data = tiny_dataset(16, 8, 8)  # 1×8×8
+    space = ds.DartsSpace(ds.DartsConfig("d8", 8, 1, cells=3, channels=2, final_cells=6,
+                                         final_channels=4))
+    arch = space.sample(__import__("numpy").random.default_rng(0))
+    c = final_counts(space, arch, data)
+    final = DartsNetwork(space.genotype(arch), data.num_classes, 1, 6, 4, 8)
+    assert c["params"] == count_module(final, (1, 8, 8)).params
+    assert c["params"] != count_module(space.build(arch, data.num_classes, 1), (1, 8, 8)).params
+    assert c["params"] < count_module(space.build_final(arch, data.num_classes, 1),
+                                      (1, 8, 8)).params  # the auxiliary head is left out
+    assert not c["search_sized"]
