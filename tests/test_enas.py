@@ -205,6 +205,13 @@ def test_darts_controller_learns_to_prefer_a_rewarded_op(tiny_spaces):
 def test_space_family_resolves_by_input_size(tiny_spaces):
     assert space_for(EnasSettings(space="darts"), (1, 28, 28)).name == "darts-fmnist"
     assert space_for(EnasSettings(space="nb201"), (3, 32, 32)).name == "nb201-cifar"
+    # a short budgeted search on 28×28 takes the family's small space (as DARTS's)
+    assert space_for(EnasSettings(space="darts", budget=120), (1, 28, 28)).name == "darts-small"
+    assert space_for(EnasSettings(space="nb201", budget=120), (1, 28, 28)).name == "nb201-small"
+    assert space_for(EnasSettings(space="nb201", budget=120, epochs=3),
+                     (1, 28, 28)).name == "nb201-fmnist"  # --epochs: not budgeted
+    assert space_for(EnasSettings(space="nb201-fmnist", budget=120),
+                     (1, 28, 28)).name == "nb201-fmnist"  # a named space is kept
     with pytest.raises(UserError, match="expects 32"):
         space_for(EnasSettings(space="nb201-cifar"), (1, 28, 28))
     with pytest.raises(UserError, match="unknown ENAS space"):

@@ -41,7 +41,7 @@ from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup, space_name_for
-from nasforge.methods.darts import FinalNetwork
+from nasforge.methods.darts import SMALL_SPACES, FinalNetwork
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces import darts as ds
@@ -56,6 +56,11 @@ FINAL_INIT = ("auto", "scratch", "shared")
 #: a budgeted search's batch size and controller updates per epoch (docs/enas.md)
 BUDGET_BATCH = 64
 BUDGET_CONTROLLER_STEPS = 1
+#: planned search seconds below which a budgeted search on 28×28 inputs takes the family's
+#: small space (``SMALL_SPACES``, shared with DARTS): a single-path ω step of the full spaces
+#: at batch 64 took 11 s (nb201-fmnist) and 54 s (darts-fmnist) on a busy core, so a shorter
+#: search is a few dozen ω steps where ENAS takes ~1,000 (docs/enas.md)
+SHORT_SEARCH_S = 1800.0
 
 
 def _spaces() -> list[str]:
@@ -65,7 +70,8 @@ def _spaces() -> list[str]:
 @dataclass
 class EnasSettings(SearchSettings):
     space: str = opt("darts", lambda: "darts | nb201 (that family's space for the data's input "
-                     f"size) or a space: {' | '.join(_spaces())}")
+                     "size; in a budgeted search under 30 min on 28×28: darts-small | "
+                     f"nb201-small) or a space: {' | '.join(_spaces())}")
     samples: int = opt(10, "architectures the trained controller samples, each scored on one "
                        "validation minibatch; the best is trained (ENAS's derivation)")
     w_lr: float = opt(0.05, "learning rate of the shared weights (cosine to --w-lr-min)")
@@ -107,7 +113,16 @@ def space_for(s: EnasSettings, input_shape: tuple[int, ...]) -> Any:
     names = configs.names()
     sizes = {n: configs.get(n).input_size for n in names}
     name = "auto" if s.space == family else s.space
+    if name == "auto" and short_search(s) and tuple(input_shape[1:]) == (28, 28):
+        name = SMALL_SPACES[family]
     return cls(space_name_for(name, input_shape, family, names, sizes))
+
+
+def short_search(s: EnasSettings) -> bool:
+    """A budgeted search planned under :data:`SHORT_SEARCH_S` (``--space darts|nb201`` then
+    means the family's small space on 28×28 inputs)."""
+    b = search_budget(s, n_candidates=1)
+    return b is not None and b < SHORT_SEARCH_S
 
 
 def loop_config(s: EnasSettings) -> EnasConfig:
