@@ -169,10 +169,11 @@ def test_fbnet_short_budgeted_search_takes_the_small_skeleton(kw, shape, space):
     assert fbnet.METHOD.for_settings(s).space_for(s.space, shape).name == space
 
 
-def test_fbnet_theta_lr_is_the_budget_default_only_in_a_budgeted_search():
+def test_fbnet_theta_lr_is_the_budget_default_only_in_a_short_budgeted_search():
     data = tiny_dataset(n_train=48, n_val=24, size=28)
     assert fbnet._loop(fbnet.FBNetSettings(budget=90.0), data).theta_lr == fbnet.BUDGET_THETA_LR
     assert fbnet._loop(fbnet.FBNetSettings(), data).theta_lr == 0.01  # the paper's
+    assert fbnet._loop(fbnet.FBNetSettings(budget=2000.0), data).theta_lr == 0.01
     assert fbnet._loop(fbnet.FBNetSettings(budget=90.0, theta_lr=0.02), data).theta_lr == 0.02
 
 

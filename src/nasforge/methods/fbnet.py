@@ -18,18 +18,18 @@ from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import warmup_epochs
 from nasforge.methods.settings import SearchSettings, opt
-from nasforge.methods.short_budget import ShortBudgetMethod
+from nasforge.methods.short_budget import ShortBudgetMethod, short_search
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
-from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
+from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for
 from nasforge.supernets.fbnet import FBNetSupernet
 
 
 @dataclass
 class FBNetSettings(SearchSettings):
-    """The paper's defaults, except in a budgeted search: θ gets the larger lr its few steps
-    need, and a short one (:mod:`nasforge.methods.short_budget`) takes the small 28×28
-    skeleton for ``--space auto`` (docs/fbnet.md, "Convergence")."""
+    """The paper's defaults, except in a short budgeted search
+    (:mod:`nasforge.methods.short_budget`): θ gets the larger lr its few steps need and
+    ``--space auto`` takes the small 28×28 skeleton (docs/fbnet.md, "Convergence")."""
 
     space: str = opt("auto", lambda: f"skeleton: auto | {' | '.join(SKELETONS.names())} "
                      "(auto: fbnet-fmnist for 28×28 inputs — fbnet-small when the budgeted "
@@ -47,8 +47,9 @@ class FBNetSettings(SearchSettings):
                                   "budgeted search, else the whole train split; 0: whole)")
     single_path: bool = opt(False, "hard Gumbel: run one block per layer")
     w_lr: float = opt(0.1, "learning rate of the weights")
-    theta_lr: float | None = opt(None, "learning rate of θ (default: 1.0 in a budgeted search, "
-                                 "whose few θ steps must move it; the paper's 0.01 otherwise)")
+    theta_lr: float | None = opt(None, "learning rate of θ (default: 1.0 in a short budgeted "
+                                 "search, whose few θ steps must move it; the paper's 0.01 "
+                                 "otherwise)")
     tau0: float = opt(5.0, "initial Gumbel temperature")
     tau_decay: float = opt(0.045, "temperature decay: τ = τ0·exp(−decay·epoch) over 90 epochs; "
                            "a shorter plan runs the same range over its own epochs")
@@ -60,8 +61,8 @@ def _cost_kind(s: FBNetSettings) -> str:
     return s.cost
 
 
-#: θ lr of a budgeted search (Adam moves a logit by about its lr a step; measured on digits:
-#: docs/fbnet.md)
+#: θ lr of a short budgeted search (Adam moves a logit by about its lr a step; measured on
+#: digits: docs/fbnet.md)
 BUDGET_THETA_LR = 1.0
 #: ``--space auto`` on 28×28 inputs in a short budgeted search
 SMALL_SKELETON = "fbnet-small"
@@ -70,10 +71,12 @@ SMALL_SKELETON = "fbnet-small"
 def _loop(s: FBNetSettings, data: Dataset) -> SupernetConfig:
     epochs = s.epochs or 90
     budgeted = search_budget(s) is not None
+    theta_lr = s.theta_lr if s.theta_lr is not None else (
+        BUDGET_THETA_LR if short_search(s) else 0.01)  # paper: 0.01
     return SupernetConfig(
         epochs=epochs, warmup_epochs=warmup_epochs(s, epochs, 1 / 9),  # paper: 10 of 90
         batch_size=s.batch_size or default_batch_size(len(data.train), cap=192),
-        w_lr=s.w_lr, theta_lr=short_run_default(s.theta_lr, budgeted, BUDGET_THETA_LR, 0.01),
+        w_lr=s.w_lr, theta_lr=theta_lr,
         tau0=s.tau0, tau_decay=s.tau_decay,
         tau_schedule="exponential", alternate=s.alternate, hard=s.single_path,
         budget_s=search_budget(s), epoch_steps=epoch_steps_for(s.epoch_steps, budgeted))
