@@ -84,20 +84,30 @@ class CellSupernet(Supernet):
         self.register_buffer("fixed_cost", torch.zeros(()))
         self._counts: dict[str, tuple[int, int]] = {}
         self._io: tuple[int, int] = (0, 0)
+        self._cost_model: CostModel | None = None  # from_cost_model: tables not yet filled
 
     @classmethod
     def from_cost_model(cls, space: Any, cost_model: CostModel) -> CellSupernet:
-        """The supernet whose expected cost uses ``cost_model``'s value of every op."""
-        cm = cost_model
-        net = cls(space, cm.num_classes, cm.in_channels)
-        layout = space.cost_layout(cm.num_classes, cm.in_channels)
-        with torch.no_grad():
-            net.fixed_cost.fill_(sum(cm.unit_cost(i.key) for i in layout.fixed)
-                                 + cm.fixed_cost())
-            for t, edges in layout.cells:
-                table = getattr(net, f"cost_table_{t}")
-                table += torch.tensor([[cm.unit_cost(i.key) for i in row] for row in edges])
+        """The supernet whose expected cost uses ``cost_model``'s value of every op. The tables
+        are filled on the first :meth:`expected_cost`: DARTS's loss has no cost term, and
+        counting every (cell, edge, op) item builds hundreds of modules (seconds, more on a
+        busy CPU, out of a short budget)."""
+        net = cls(space, cost_model.num_classes, cost_model.in_channels)
+        net._cost_model = cost_model
         return net
+
+    def _fill_costs(self) -> None:
+        cm = self._cost_model
+        self._cost_model = None
+        layout = self.space.cost_layout(cm.num_classes, cm.in_channels)
+        with torch.no_grad():
+            self.fixed_cost.fill_(sum(cm.unit_cost(i.key) for i in layout.fixed)
+                                  + cm.fixed_cost())
+            for t in range(len(self.alphas)):
+                getattr(self, f"cost_table_{t}").zero_()
+            for t, edges in layout.cells:  # every cell of type t adds its ops' costs
+                table = getattr(self, f"cost_table_{t}")
+                table += torch.tensor([[cm.unit_cost(i.key) for i in row] for row in edges])
 
     def counts(self, arch: Arch) -> tuple[int, int]:
         """(MACs, params) of ``arch`` summed over its cost items (each counted once)."""
@@ -127,6 +137,8 @@ class CellSupernet(Supernet):
         return tuple(torch.softmax(a, dim=-1) for a in self.alphas)
 
     def expected_cost(self, sample: Weights) -> torch.Tensor:
+        if self._cost_model is not None:
+            self._fill_costs()
         cost = self.fixed_cost
         for t, w in enumerate(sample):
             cost = cost + (w * getattr(self, f"cost_table_{t}")).sum()
