@@ -281,8 +281,9 @@ def test_a_short_budget_uses_the_budgeted_defaults_and_given_flags_win():
     short = DartsSettings(budget=120)
     assert short_search(short)
     b = _loop(short, data)
-    assert (b.arch_order, b.theta_lr, b.batch_size, b.epoch_steps) == (
-        1, BUDGET_ALPHA_LR, BUDGET_BATCH, 8)
+    assert (b.arch_order, b.theta_lr, b.batch_size, b.epoch_steps, b.warmup_epochs) == (
+        1, BUDGET_ALPHA_LR, BUDGET_BATCH, 8, 25)
+    assert paper.warmup_epochs == 0
     assert 0 < b.budget_s < 120
     given = _loop(DartsSettings(budget=120, order=2, alpha_lr=1e-3, batch_size=64,
                                 epoch_steps=0), data)
