@@ -143,10 +143,21 @@ def test_inherited_final_network_starts_from_the_shared_weights(tiny_spaces):
     space = ns.NB201Space(TINY_NB201.name)
     net = SharedNB201(space, 10, 1).train()
     a = space.sample(np.random.default_rng(1))
-    model = InheritedNetwork(space, net).build(a, 10, 1).train()
     x = torch.randn(4, 1, 28, 28)
-    with torch.no_grad():
+    with torch.no_grad():  # poisoned shared running statistics, as an all-skip child leaves
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(1e12)
+    images = torch.randn(32, 1, 28, 28)
+    model = InheritedNetwork(space, net, images).build(a, 10, 1).train()
+    with torch.no_grad():  # the shared weights' function (train-mode BN) …
         assert torch.allclose(model(x), net.forward_arch(x, net.path(a)), atol=1e-5)
+        # … and BN statistics of its own: eval mode is train mode on the images they came from
+        model.eval()
+        assert float(model.lastact[0].running_var.max()) < 1e6
+        ev = model(images)
+        model.train()
+        assert torch.allclose(ev, model(images), rtol=0.1, atol=0.05)  # (unbiased var)
 
 
 # -- controller -----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from nasforge.spaces import nb201 as ns
 from nasforge.strategies.bilevel import epoch_steps_for, short_run_default
 from nasforge.strategies.enas import EnasConfig, EnasLoop, EnasState
 from nasforge.strategies.enas_controller import ControllerConfig, EnasController, layout_for
-from nasforge.supernets.enas import SharedNet, inherit, shared_for
+from nasforge.supernets.enas import SharedNet, inherit, recalibrate_bn, shared_for
 
 FAMILIES = {"darts": (ds.CONFIGS, ds.DartsSpace), "nb201": (ns.CONFIGS, ns.NB201Space)}
 FINAL_INIT = ("auto", "scratch", "shared")
@@ -159,18 +159,25 @@ def check_final_init(s: EnasSettings, space: Any) -> None:
                         "scratch or auto)")
 
 
+#: training images the BN statistics of an inherited network are recomputed on
+RECALIBRATE_IMAGES = 256
+
+
 class InheritedNetwork:
     """A space as the final training sees it when it starts from the shared weights: ``build``
-    is the final network with every tensor the derived architecture has in ``net``."""
+    is the final network with every tensor the derived architecture has in ``net``, and BN
+    statistics of its own (:func:`~nasforge.supernets.enas.recalibrate_bn` on ``images``)."""
 
-    def __init__(self, space: Any, net: SharedNet) -> None:
+    def __init__(self, space: Any, net: SharedNet, images: torch.Tensor) -> None:
         self.space = space
         self.net = net
+        self.images = images[:RECALIBRATE_IMAGES].cpu()
         self.name = space.name
 
     def build(self, arch: Arch, num_classes: int, in_channels: int) -> nn.Module:
         model = self.space.build(arch, num_classes, in_channels)
         inherit(model, self.net.extract(arch))
+        recalibrate_bn(model, self.images)
         return model
 
     def __getattr__(self, name: str) -> Any:
@@ -240,7 +247,8 @@ def search(s: EnasSettings, rd: RunDir, data: Dataset, budget: Budget | None = N
     return SearchOutcome(space, net, cm, targets, st, derived, cand, convergence)
 
 
-def final_space(s: EnasSettings, out: SearchOutcome) -> tuple[Any, EnasSettings, bool]:
+def final_space(s: EnasSettings, out: SearchOutcome, data: Dataset
+                ) -> tuple[Any, EnasSettings, bool]:
     """The space the final training builds from, its settings (the DARTS final recipe on
     ``darts``) and whether it starts from the shared weights."""
     space: Any = out.space
@@ -256,7 +264,7 @@ def final_space(s: EnasSettings, out: SearchOutcome) -> tuple[Any, EnasSettings,
                   "drop_path": cfg.drop_path_prob, **recipe}
         space = FinalNetwork(space)
     if shared:
-        space = InheritedNetwork(space, out.net)
+        space = InheritedNetwork(space, out.net, data.train.x)
     return space, replace(s, extra={**s.extra, "recipe": recipe}), shared
 
 
@@ -266,7 +274,7 @@ def run(s: EnasSettings, rd: RunDir) -> dict[str, Any]:
     with budget.stage("search"):
         _, data = setup(s)
         out = search(s, rd, data, budget)
-    space, fs, shared = final_space(s, out)
+    space, fs, shared = final_space(s, out, data)
     return finish(fs, rd, data, Finish(
         space=space, candidates=[out.candidate], cost_model=out.cost_model,
         targets=out.targets, search_seconds=out.state.elapsed_s,

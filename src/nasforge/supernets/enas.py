@@ -131,3 +131,26 @@ def inherit(model: nn.Module, source: nn.Module) -> list[str]:
             kept.append(k)
     model.load_state_dict(state)
     return kept
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> None:
+    """Give ``model``'s BNs its own running statistics: reset, then the exact average over
+    ``x`` in batches (train-mode forwards). A model extracted from shared weights needs it: the
+    shared running statistics mix every sampled architecture — on nb201 an all-skip cell sums
+    its input 4× per cell, 5 cells a stage, so one such child sets the last BN's running
+    variance to ~1e13 and an inherited network evaluated with it is at chance."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    old = [m.momentum for m in bns]
+    was = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+    finally:
+        for m, mo in zip(bns, old):
+            m.momentum = mo
+        model.train(was)
