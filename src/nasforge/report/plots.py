@@ -74,3 +74,196 @@ def predicted_vs_measured(pred: list[float], meas: list[float], path: Path,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def front(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The non-dominated points (lower cost, higher accuracy), by increasing cost."""
+    out, best = [], float("-inf")
+    for px, py in sorted(pts, key=lambda p: (p[0], -p[1])):
+        if py > best:
+            out.append((px, py))
+            best = py
+    return out
+
+
+TRADEOFF_AXES = (("latency_ms", "latency (ms)", "latency_ms"), ("macs", "MACs", "flops"),
+                 ("params", "params", "params"))
+
+
+def tradeoff(points: list[dict[str, Any]], chosen: dict[str, Any] | None,
+             targets: dict[str, float], path: Path) -> Path:
+    """Accuracy against latency, MACs and params of every evaluated/sampled architecture:
+    the Pareto front in red, the chosen model as a star, each set target as a dashed line.
+    Architectures never trained (no accuracy) are ticks along the bottom."""
+    plt = _plt()
+    axes_used = [a for a in TRADEOFF_AXES
+                 if any(p.get(a[0]) is not None for p in points)
+                 or (chosen and chosen.get(a[0]) is not None)]
+    fig, axs = plt.subplots(1, max(1, len(axes_used)), figsize=(4.2 * max(1, len(axes_used)), 3.4),
+                            squeeze=False)
+    for ax, (key, label, tkey) in zip(axs[0], axes_used):
+        xy = [(float(p[key]), float(p["val_acc"])) for p in points
+              if p.get(key) is not None and p.get("val_acc") is not None]
+        untrained = [float(p[key]) for p in points
+                     if p.get(key) is not None and p.get("val_acc") is None]
+        if xy:
+            ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=16, alpha=0.6,
+                       label=f"evaluated ({len(xy)})")
+            f = front(xy)
+            ax.plot([p[0] for p in f], [p[1] for p in f], "o-", color="C3", ms=5, lw=1.5,
+                    label="Pareto front")
+        if untrained:
+            ax.plot(untrained, [0.0] * len(untrained), "|", color="grey", ms=14,
+                    label=f"not trained ({len(untrained)})")
+        if chosen and chosen.get(key) is not None:
+            ax.plot([chosen[key]], [chosen["val_acc"]], "*", color="gold", ms=16, mec="k",
+                    label="chosen (final val)")
+        if tkey in targets:
+            ax.axvline(targets[tkey], ls="--", color="k", lw=1, label="target")
+        ax.set_xlabel(label)
+        ax.set_ylabel("val accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def distribution_heatmaps(dists: list[tuple[str, list[str], list[list[float]]]],
+                          path: Path, max_panels: int = 30) -> Path:
+    """One heatmap per decision: epochs down, options across, colour = probability."""
+    plt = _plt()
+    import numpy as np
+
+    dists = dists[:max_panels]
+    cols = min(4, len(dists))
+    rows = -(-len(dists) // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.3 * rows), squeeze=False)
+    im = None
+    for ax, (label, opts, series) in zip(axs.flat, dists):
+        width = max(len(s) for s in series)
+        m = np.array([list(s) + [np.nan] * (width - len(s)) for s in series])
+        im = ax.imshow(m, aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                       interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks(range(width))
+        ax.set_xticklabels(opts[:width], rotation=60, fontsize=5, ha="right")
+        ax.set_yticks(range(len(series)))
+        ax.set_ylabel("epoch", fontsize=7)
+        ax.tick_params(axis="y", labelsize=6)
+    for ax in list(axs.flat)[len(dists):]:
+        ax.axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=list(axs.flat), shrink=0.6, label="probability")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def search_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """τ, the weight and architecture losses, the expected cost and the distribution's
+    concentration per search epoch."""
+    plt = _plt()
+    ep = [h.get("epoch", i) for i, h in enumerate(history)]
+    panels = [("τ (temperature)", ["tau"]), ("loss", ["w_loss", "a_loss"]),
+              ("expected cost", ["cost"]), ("concentration", ["max_prob", "entropy"])]
+    fig, axs = plt.subplots(1, 4, figsize=(14, 3), squeeze=False)
+    for ax, (title, keys) in zip(axs[0], panels):
+        for k in keys:
+            xs = [e for e, h in zip(ep, history) if h.get(k) is not None]
+            ys = [h[k] for h in history if h.get(k) is not None]
+            if ys:
+                ax.plot(xs, ys, "o-", ms=3, label=k)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("search epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def reward_over_trials(trials: list[dict[str, Any]], path: Path) -> Path:
+    """Best-so-far and running median reward by trial, and finished trials per worker over
+    time."""
+    plt = _plt()
+    import numpy as np
+
+    done = sorted((t for t in trials if t["status"] == "done"
+                   and t["metrics"].get("reward") is not None),
+                  key=lambda t: t["finished_at"] or 0.0)
+    r = [float(t["metrics"]["reward"]) for t in done]
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.3))
+    n = np.arange(1, len(r) + 1)
+    axs[0].scatter(n, r, s=10, alpha=0.5, label="trial reward")
+    axs[0].plot(n, np.maximum.accumulate(r) if r else [], color="C3", label="best so far")
+    axs[0].plot(n, [float(np.median(r[:k])) for k in n], color="C2", label="median so far")
+    axs[0].set_xlabel("finished trial")
+    axs[0].set_ylabel("reward")
+    axs[0].grid(alpha=0.3)
+    axs[0].legend(fontsize=7)
+    t0 = min((t["started_at"] for t in trials), default=0.0)
+    workers = sorted({str(t["worker"]) for t in done})
+    for w in workers:
+        ts = sorted(t["finished_at"] - t0 for t in done if str(t["worker"]) == w)
+        axs[1].step(ts, range(1, len(ts) + 1), where="post", label=w)
+    axs[1].set_xlabel("seconds since the first trial")
+    axs[1].set_ylabel("trials finished")
+    axs[1].set_title("trials per worker", fontsize=9)
+    axs[1].grid(alpha=0.3)
+    if workers:
+        axs[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def budget_bars(budget: dict[str, Any], path: Path) -> Path:
+    """Seconds per stage: the plan, what each stage was allowed when it started, spent."""
+    plt = _plt()
+    import numpy as np
+
+    stages = ["search", "rank", "train", "export_measure"]
+    kinds = [k for k in ("planned", "allowed", "spent") if k in budget]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = np.arange(len(stages))
+    w = 0.8 / max(1, len(kinds))
+    for i, k in enumerate(kinds):
+        ax.bar(x + i * w, [float(budget[k].get(s, 0.0)) for s in stages], w, label=k)
+    ax.set_xticks(x + w * (len(kinds) - 1) / 2)
+    ax.set_xticklabels(stages)
+    ax.set_ylabel("seconds")
+    if budget.get("total"):
+        ax.set_title(f"budget {budget['total']:.0f} s, spent "
+                     f"{sum(budget['spent'].values()):.0f} s", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 8) -> Path:
+    """Each numeric scalar of ``scalars.jsonl`` against its step (``step`` or line order)."""
+    plt = _plt()
+    keys: list[str] = []
+    for r in records:
+        for k, v in r.items():
+            if k not in ("step", "time", "kind") and isinstance(v, (int, float)) \
+                    and not isinstance(v, bool) and k not in keys:
+                keys.append(k)
+    keys = keys[:max_panels] or ["(none)"]
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(3.5 * cols, 2.6 * rows), squeeze=False)
+    for ax, k in zip(axs.flat, keys):
+        pts = [(r.get("step", i), r[k]) for i, r in enumerate(records)
+               if isinstance(r.get(k), (int, float))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ".-")
+        ax.set_title(k, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axs.flat)[len(keys):]:
+        ax.axis("off")
+    return _save(fig, path)
