@@ -295,7 +295,7 @@ def test_a_short_budget_uses_the_budgeted_defaults_and_given_flags_win():
     assert not short_search(DartsSettings(budget=100000))
     from dataclasses import replace
     for fam, small in SMALL_SPACES.items():
-        m = replace(METHODS[fam], small=small)
+        m = replace(METHODS[fam], small=True)
         assert m.space_for("auto", (1, 28, 28)).name == small
         assert m.space_for("auto", (3, 32, 32)).name == f"{fam}-cifar"
         assert METHODS[fam].space_for("auto", (1, 28, 28)).name == f"{fam}-fmnist"

@@ -46,14 +46,13 @@ from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup
-from nasforge.methods.differentiable import DifferentiableMethod
 from nasforge.methods.settings import SearchSettings, opt
+from nasforge.methods.short_budget import ShortBudgetMethod
 from nasforge.models.darts import DartsNetwork
 from nasforge.run.result import write_result
 from nasforge.run.rundir import RunDir
 from nasforge.spaces import darts as ds
 from nasforge.spaces import nb201 as ns
-from nasforge.spaces.base import SearchSpace
 from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
 from nasforge.supernets.darts import DartsSupernet, NB201Supernet
 
@@ -123,7 +122,9 @@ def family(s: DartsSettings) -> str:
 
 
 def short_search(s: DartsSettings) -> bool:
-    """A budgeted search (no ``--epochs``) planned shorter than :data:`SHORT_SEARCH_S`."""
+    """A budgeted search (no ``--epochs``) planned shorter than :data:`SHORT_SEARCH_S` (the
+    shared rule of :mod:`nasforge.methods.short_budget` with DARTS's own threshold: its
+    supernet step costs several times FBNet's)."""
     b = search_budget(s)
     return b is not None and b < SHORT_SEARCH_S
 
@@ -149,25 +150,12 @@ def _loop(s: DartsSettings, data: Dataset) -> SupernetConfig:
         epoch_steps=epoch_steps_for(s.epoch_steps, search_budget(s) is not None))
 
 
-@dataclass(frozen=True)
-class DartsMethod(DifferentiableMethod):
-    """DARTS's parts; ``small``: what ``--space auto`` is on 28×28 inputs (a short budgeted
-    search, :func:`short_search`), else the family's space for the input size."""
-
-    small: str | None = None
-
-    def space_for(self, name: str, input_shape: tuple[int, ...]) -> SearchSpace:
-        if self.small and name == "auto" and tuple(input_shape[1:]) == (28, 28):
-            name = self.small
-        return super().space_for(name, input_shape)
-
-
-def _method(name: str, configs: Any, space_cls: Any, supernet: Any) -> DartsMethod:
-    return DartsMethod(
+def _method(name: str, configs: Any, space_cls: Any, supernet: Any) -> ShortBudgetMethod:
+    return ShortBudgetMethod(
         name="darts", family=name, skeletons=configs, space_cls=space_cls,
         cost_kind=lambda s: "flops",  # the loss has no cost term; targets use the repair
         supernet=lambda space, cm, s: supernet.from_cost_model(space, cm),
-        loop=_loop, loss=lambda s: CostLoss(form="none"))
+        loop=_loop, loss=lambda s: CostLoss(form="none"), small_space=SMALL_SPACES[name])
 
 
 METHODS = {"darts": _method("darts", ds.CONFIGS, ds.DartsSpace, DartsSupernet),
@@ -192,8 +180,7 @@ class FinalNetwork:
 def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
     """Supernet search → derive (→ repair to the targets) → collapse check → final training
     (``darts``: the final network with auxiliary head and drop path) → export → measure."""
-    fam = family(s)
-    m = replace(METHODS[fam], small=SMALL_SPACES[fam] if short_search(s) else None)
+    m = replace(METHODS[family(s)], small=short_search(s))
     budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=1 + s.samples, run_dir=rd)
     with budget.stage("search"):
         _, data = setup(s)
