@@ -6,6 +6,11 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
     || echo "setup: could not install dataset-fashion-mnist (fashion-mnist runs will say how)" >&2
 fi
+# Chromium renders report.html headlessly in tests/test_report.py (skipped without it).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "setup: could not install chromium (the report screenshot test will skip)" >&2
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch first and pinned: a bare 'torch' requirement would pull a multi-GB CUDA build.

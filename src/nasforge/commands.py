@@ -75,6 +75,8 @@ class LutOptions:
 @dataclass
 class ReportOptions:
     run_dir: str = opt("", "the run directory", positional=True, required=True)
+    live: bool = opt(False, "report a run still going (what its files hold so far; no "
+                            "result.json needed)")
 
 
 def _load_arch(source: str) -> tuple[Arch, SearchSpace, Path]:
@@ -226,7 +228,7 @@ def lut(args: LutOptions) -> None:
 def report(args: ReportOptions) -> None:
     from nasforge.report.html import write_html_report
 
-    path = write_html_report(args.run_dir)
+    path = write_html_report(args.run_dir, live=args.live)
     print(f"report: {path}")
 
 
