@@ -116,7 +116,7 @@ class SupernetConfig:
     # times each). exclusive_grads: the θ step computes no w gradients and the w step no θ
     # gradients (requires_grad off for the other group: its backward is never built)
     exclusive_grads: bool = True
-    channels_last: bool | None = None  # None: on CUDA only (slower on this CPU: docs)
+    channels_last: bool | None = None  # None: CUDA only (CPU: docs/supernet_speed.md)
     compile: bool = False  # torch.compile the supernet forward (fixed-graph relaxations)
 
     def __post_init__(self) -> None:
