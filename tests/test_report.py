@@ -182,3 +182,27 @@ def test_live_report_of_a_run_without_result_json(bq_run, tmp_path):
     assert main(["report", str(live), "--live"]) == 0
     assert (live / "reward.png").read_bytes().startswith(PNG)
     assert "has not finished" in (live / "report.html").read_text()
+
+
+def test_compare_writes_one_table_and_one_pareto_plot(tmp_path):
+    """Two hand-made finished runs (their result.json only) compared side by side."""
+    import json
+
+
+    base = {"space": "fbnet-small", "dataset": "digits", "seed": 0,
+            "arch": {"space": "fbnet-small", "genes": ["skip"] * 5}, "params": 10, "flops": 20,
+            "search_seconds": 1.0, "train_seconds": 1.0, "epochs": {"search": 1, "train": 1}}
+    for name, acc, ms in (("a", 0.5, 1.0), ("b", 0.7, 2.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(
+            {**base, "method": name, "val_acc": acc, "test_acc": acc,
+             "latency_ms": {"predicted": None, "measured": ms, "device": "cpu: x"}}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                 str(tmp_path / "cmp")]) == 0
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    p = _Page()
+    p.feed(page)
+    assert [k for _, k, _ in p.refs] == ["src"] and p.refs[0][2].startswith("data:image/png")
+    assert p.tags.count("tr") == 3 + 2 and "0.7" in page  # header + 2 runs; 2 device rows
+    assert (tmp_path / "cmp" / "compare.png").read_bytes().startswith(PNG)
+    assert main(["compare", str(tmp_path / "a")]) == 2

@@ -34,6 +34,9 @@ def _add_option(p: argparse.ArgumentParser, o: Any) -> None:
                            help=o.help.replace("%", "%%"))
         return
     kind = _json_object if o.type is dict else None if o.type is str else o.type
+    if o.positional and o.type is list:  # `compare RUN_DIR...`
+        p.add_argument(o.name, nargs="+", help=o.help.replace("%", "%%"))
+        return
     if o.positional:
         p.add_argument(o.name, type=kind, choices=o.choices,
                        nargs=None if o.required else "?", help=o.help.replace("%", "%%"))

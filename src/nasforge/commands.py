@@ -79,6 +79,12 @@ class ReportOptions:
                             "result.json needed)")
 
 
+@dataclass
+class CompareOptions:
+    run_dirs: list = opt([], "two or more run directories", positional=True, required=True)
+    out: str = opt(".", "folder for compare.html and compare.png")
+
+
 def _load_arch(source: str) -> tuple[Arch, SearchSpace, Path]:
     """An ARCH.json (or a run directory's arch.json), checked against its space: a bad file is
     one UserError naming it (:mod:`nasforge.files`)."""
@@ -232,10 +238,17 @@ def report(args: ReportOptions) -> None:
     print(f"report: {path}")
 
 
+def compare(args: CompareOptions) -> None:
+    from nasforge.report.compare import compare as write_compare
+
+    print(f"compare: {write_compare(args.run_dirs, args.out)}")
+
+
 #: command -> (options dataclass, help); the CLI's subcommands besides ``search``
 COMMANDS: dict[str, tuple[type, str]] = {
     "train": (TrainOptions, "train an architecture (or a named model) from scratch"),
     "export": (ExportOptions, "export a trained model to TorchScript / ONNX"),
     "lut": (LutOptions, "build or validate a latency lookup table"),
     "report": (ReportOptions, "plots + report.html of a run directory"),
+    "compare": (CompareOptions, "several runs side by side: one table, one Pareto plot"),
 }

@@ -267,3 +267,22 @@ def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 8)
     for ax in list(axs.flat)[len(keys):]:
         ax.axis("off")
     return _save(fig, path)
+
+
+def runs_pareto(runs: list[tuple[str, dict[str, Any] | None]], path: Path) -> Path:
+    """Test accuracy vs measured latency of each run's final model, labelled, with the
+    runs' Pareto front."""
+    plt = _plt()
+    pts = [(name, float(p["latency_ms"]), float(p["test_acc"])) for name, p in runs
+           if p is not None and p.get("latency_ms") is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, x, y) in enumerate(pts):
+        ax.scatter([x], [y], s=40, color=f"C{i % 10}", label=name, zorder=3)
+    f = front([(x, y) for _, x, y in pts])
+    ax.plot([p[0] for p in f], [p[1] for p in f], "-", color="C3", lw=1.5, zorder=2,
+            label="Pareto front")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
