@@ -78,7 +78,8 @@ BUDGET_BATCH = 32
 BUDGET_WARMUP = 0.5
 
 
-def _spaces() -> list[str]:
+def cell_space_names() -> list[str]:
+    """Every registered darts- and nb201-family space (shared with ENAS's flag help)."""
     return [*ds.CONFIGS.names(), *ns.CONFIGS.names()]
 
 
@@ -87,7 +88,7 @@ class DartsSettings(SearchSettings):
     cell: str | None = opt(None, "cell family: darts (normal + reduction cell, 8 ops) | nb201 "
                            "(NAS-Bench-201 cell, 5 ops); default: the --space's, else darts",
                            CELLS)
-    space: str = opt("auto", lambda: f"space: auto | {' | '.join(_spaces())} (auto: the "
+    space: str = opt("auto", lambda: f"space: auto | {' | '.join(cell_space_names())} (auto: the "
                      "--cell family's space for the input size, 28×28 fmnist, 32×32 cifar)")
     order: int | None = opt(None, "architecture gradient: 1 (first order) | 2 (one-step "
                             "unrolled, the paper's best; default 2, 1 in a short budgeted "
@@ -114,7 +115,7 @@ def family(s: DartsSettings) -> str:
     named = next((c for c in CELLS if s.space.startswith(f"{c}-")), None)
     if s.space != "auto" and named is None:
         raise UserError(f"unknown DARTS space {s.space!r}; choose from auto, "
-                        f"{', '.join(_spaces())}")
+                        f"{', '.join(cell_space_names())}")
     if s.cell is not None and named is not None and s.cell != named:
         raise UserError(f"--space {s.space} is a {named} space but --cell is {s.cell}; drop "
                         "one of them or make them agree")

@@ -41,7 +41,7 @@ from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup, space_name_for
-from nasforge.methods.darts import SMALL_SPACES, FinalNetwork
+from nasforge.methods.darts import SMALL_SPACES, FinalNetwork, cell_space_names
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces import darts as ds
@@ -63,15 +63,11 @@ BUDGET_CONTROLLER_STEPS = 1
 SHORT_SEARCH_S = 1800.0
 
 
-def _spaces() -> list[str]:
-    return [*ds.CONFIGS.names(), *ns.CONFIGS.names()]
-
-
 @dataclass
 class EnasSettings(SearchSettings):
     space: str = opt("darts", lambda: "darts | nb201 (that family's space for the data's input "
                      "size; in a budgeted search under 30 min on 28×28: darts-small | "
-                     f"nb201-small) or a space: {' | '.join(_spaces())}")
+                     f"nb201-small) or a space: {' | '.join(cell_space_names())}")
     samples: int = opt(10, "architectures the trained controller samples, each scored on one "
                        "validation minibatch; the best is trained (ENAS's derivation)")
     w_lr: float = opt(0.05, "learning rate of the shared weights (cosine to --w-lr-min)")
@@ -108,7 +104,7 @@ def space_for(s: EnasSettings, input_shape: tuple[int, ...]) -> Any:
         (f for f in FAMILIES if s.space.startswith(f"{f}-")), None)
     if family is None:
         raise UserError(f"unknown ENAS space {s.space!r}; choose darts, nb201 or one of "
-                        f"{', '.join(_spaces())}")
+                        f"{', '.join(cell_space_names())}")
     configs, cls = FAMILIES[family]
     names = configs.names()
     sizes = {n: configs.get(n).input_size for n in names}
