@@ -81,6 +81,22 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                 _add_option(p, o)
 
 
+def _torchrun_follower(method: str) -> bool:
+    """Under torchrun: True on ranks > 0 of a supernet search; any other method is an error."""
+    from nasforge import distributed
+
+    if not distributed.under_torchrun():
+        return False
+    from nasforge.methods.registry import METHODS
+    from nasforge.methods.settings import SupernetSettings
+
+    if not issubclass(METHODS.get(method).settings_cls, SupernetSettings):
+        raise UserError(f"{method} does not run data-parallel on torch.distributed (only the "
+                        "supernet searches fbnet, fbnetv2, densenas, darts do); run it "
+                        "without torchrun")
+    return distributed.env_context().rank > 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nasforge", description="hardware-aware NAS")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -93,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
+        if args.command == "search" and _torchrun_follower(args.method):
+            from nasforge.methods.differentiable import follow
+
+            return follow()  # a torchrun rank > 0: rank 0 runs the command, this one trains
         if args.command == "search":
             from nasforge.methods.api import search
 

@@ -43,6 +43,7 @@ class Result:
     convergence: dict[str, Any] | None = None  # optional result.json field (supernets)
     budget: dict[str, Any] | None = None  # optional result.json field (planned/spent seconds)
     collapse: dict[str, Any] | None = None  # optional result.json field (DARTS skip collapse)
+    world_size: int | None = None  # optional result.json field (supernet search processes)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Result:
@@ -110,10 +111,10 @@ def search(method: str, *, resume: str | Path | None = None, **settings: Any) ->
     """Run search ``method`` (see ``nasforge search METHOD --help`` for the settings; the
     keywords are the flags' names with ``_``, e.g. ``latency_ms=2.0``) to the end: search,
     rank, train, export, measure. ``resume=RUN_DIR`` continues an interrupted run with the
-    settings it was started with (only ``progress`` may be given with it)."""
+    settings it was started with (only ``progress`` and ``nproc`` may be given with it)."""
     spec = METHODS.get(method)
     if resume is not None:
-        given = sorted(set(settings) - {"progress"})
+        given = sorted(set(settings) - {"progress", "nproc"})
         if given:
             raise UserError(f"a resumed run keeps the settings it was started with; drop "
                             f"{', '.join('--' + k.replace('_', '-') for k in given)} (or start a "
@@ -124,6 +125,9 @@ def search(method: str, *, resume: str | Path | None = None, **settings: Any) ->
                             f"`nasforge search {cfg.get('method')} --resume {resume}`")
         s = spec.settings_cls.from_dict(cfg)
         s.progress = bool(settings.get("progress", True))
+        if "nproc" in settings:  # a data-parallel search may resume on another N
+            s.nproc = settings["nproc"]  # type: ignore[attr-defined]
+            s.validate()
     else:
         s = make_settings(method, **settings)
         rd = RunDir.create(s.out, s.to_dict())  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup
-from nasforge.methods.settings import SearchSettings, opt
+from nasforge.methods.settings import SupernetSettings, opt
 from nasforge.methods.short_budget import ShortBudgetMethod
 from nasforge.models.darts import DartsNetwork
 from nasforge.run.result import write_result
@@ -84,7 +84,7 @@ def cell_space_names() -> list[str]:
 
 
 @dataclass
-class DartsSettings(SearchSettings):
+class DartsSettings(SupernetSettings):
     cell: str | None = opt(None, "cell family: darts (normal + reduction cell, 8 ops) | nb201 "
                            "(NAS-Bench-201 cell, 5 ops); default: the --space's, else darts",
                            CELLS)
@@ -178,10 +178,16 @@ class FinalNetwork:
         return getattr(self.space, name)
 
 
+def method_for(s: DartsSettings) -> ShortBudgetMethod:
+    """The method ``s`` runs (its cell's family; the small space in a short search): also what
+    a data-parallel worker rebuilds (:func:`nasforge.methods.differentiable.method_for`)."""
+    return replace(METHODS[family(s)], small=short_search(s))
+
+
 def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
     """Supernet search → derive (→ repair to the targets) → collapse check → final training
     (``darts``: the final network with auxiliary head and drop path) → export → measure."""
-    m = replace(METHODS[family(s)], small=short_search(s))
+    m = method_for(s)
     budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=1 + s.samples, run_dir=rd)
     with budget.stage("search"):
         _, data = setup(s)
@@ -206,7 +212,7 @@ def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
         targets=out.targets, search_seconds=out.state.elapsed_s,
         search_epochs=out.state.epoch,
         extra={"derived": thaw(out.derived.genes), "collapse": collapse},
-        convergence=out.convergence, budget=budget))
+        convergence=out.convergence, budget=budget, world_size=out.world_size))
     result["collapse"] = collapse
     if isinstance(out.space, ds.DartsSpace):
         counts = final_counts(out.space, Arch.from_dict(result["arch"]), data)

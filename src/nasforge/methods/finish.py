@@ -56,6 +56,7 @@ class Finish:
     convergence: dict[str, Any] | None = None  # result.json's optional field (supernets)
     budget: Budget | None = None  # the command's budget, its search stage done (None: a plan
     # from the settings, the search counted as ``search_seconds``)
+    world_size: int | None = None  # result.json's optional field: the search loop's processes
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,8 @@ def finish(s: SearchSettings, rd: RunDir, data: Dataset, f: Finish) -> dict[str,
                            search_seconds=f.search_seconds, search_epochs=f.search_epochs)
     if f.convergence is not None:
         result["convergence"] = f.convergence
+    if f.world_size is not None:
+        result["world_size"] = f.world_size
     result["budget"] = budget.to_dict()
     peak = None if m.costs.peak_memory is None else m.costs.peak_memory / MIB
     run_info = {"settings": s.to_dict(), "candidates": [c.row() for c in r.candidates],

@@ -157,3 +157,18 @@ class SearchSettings:
                 raise UserError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
         if self.samples < 0 or self.candidate_epochs < 0 or self.train_epochs < 1:
             raise UserError("--samples and --candidate-epochs must be ≥ 0, --train-epochs ≥ 1")
+
+
+@dataclass
+class SupernetSettings(SearchSettings):
+    """Fields of every supernet (differentiable) search: FBNet, FBNetV2, DenseNAS, DARTS."""
+
+    nproc: int = opt(1, "data-parallel processes for the supernet search on this machine "
+                     "(torch.distributed: gloo on CPU, NCCL on CUDA, one GPU each); "
+                     "--batch-size stays the global batch. Under torchrun, its world size "
+                     "(docs/distributed.md). A resume may change it")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.nproc < 1:
+            raise UserError(f"--nproc must be ≥ 1, got {self.nproc}")

@@ -75,6 +75,15 @@ def _check_collapse(v: Any) -> None:
 OPTIONAL_FIELDS["collapse"] = _check_collapse
 
 
+def _check_world_size(v: Any) -> None:
+    """``world_size`` (supernet searches): the processes the search loop ran on."""
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise ValueError(f"world_size must be an integer ≥ 1, got {v!r}")
+
+
+OPTIONAL_FIELDS["world_size"] = _check_world_size
+
+
 def validate_result(d: dict[str, Any]) -> None:
     """Raise ValueError when ``d`` is not exactly the DESIGN.md schema."""
     extra = set(d) - set(RESULT_FIELDS) - set(OPTIONAL_FIELDS)

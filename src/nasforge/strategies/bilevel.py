@@ -20,6 +20,17 @@ carries the distribution's concentration (mean largest probability, mean entropy
 history shows whether the search decided anything. A budgeted search may run its epochs as
 rounds of ``epoch_steps`` steps, so that a short budget on a small data set still has epochs
 enough for its schedules (:func:`epoch_steps_for`).
+
+Data parallel (``dist``: a :class:`nasforge.distributed.Context` with world size N > 1):
+``batch_size`` stays the global batch; every rank draws the same global batch order (one
+``data_gen`` seed) and takes its 1/N shard; after each backward the step's gradients (w in a w
+step, θ in a θ step) are averaged over the ranks in one all-reduce before the clip and the
+optimiser step, so every rank holds the same w and θ after every step. Each rank draws its own
+Gumbel / op-sampling and augmentation noise (rank 0 the single-process streams, rank r > 0
+streams seeded from (seed, r)); epoch metrics and seconds are reduced over the ranks, so the
+history and the time budget are the same on all of them. BatchNorm statistics stay per rank
+(batch/N images each, as under DDP). Rank 0 alone writes the checkpoint, which holds every
+rank's noise streams (a resume with another N re-seeds the ranks it has no stream for).
 """
 
 from __future__ import annotations
@@ -39,8 +50,10 @@ from torch import nn
 from nasforge.data import Dataset, random_crop_flip
 from nasforge.data.batches import batch_indices
 from nasforge.device import rng_state, set_rng_state
+from nasforge.distributed import SINGLE, Context, seed_for
 from nasforge.errors import UserError
 from nasforge.progress import Bar
+from nasforge.run.scalars import log_scalars
 from nasforge.strategies.darts_step import unrolled_arch_grad
 from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_module
@@ -181,8 +194,11 @@ class SupernetTrainer:
     def __init__(self, supernet: Supernet, data: Dataset, config: SupernetConfig,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, seed: int = 0,
                  checkpoint: str | Path | None = None, progress: bool = True,
-                 log_arch: Callable[[Supernet], dict[str, Any]] | None = None) -> None:
+                 log_arch: Callable[[Supernet], dict[str, Any]] | None = None,
+                 dist: Context = SINGLE) -> None:
         self.cfg = config
+        self.dist = dist
+        self.seed = seed
         self.data = data
         self.device = data.device
         self.net = prepare_module(supernet, self.device)
@@ -195,7 +211,7 @@ class SupernetTrainer:
         self._forward = torch.compile(self.net) if config.compile else self.net
         self.loss_fn = loss_fn
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.progress = progress
+        self.progress = progress and dist.is_main
         self.log_arch = log_arch or (lambda net: net.arch_state())
         self.uses_cost = getattr(loss_fn, "form", "x") != "none"
         self._zero = torch.zeros((), device=self.device)
@@ -209,11 +225,27 @@ class SupernetTrainer:
         self.a_opt = (torch.optim.Adam(a_params, lr=config.theta_lr, betas=config.theta_betas,
                                        weight_decay=config.theta_weight_decay, **fk)
                       if a_params else None)
-        self.data_gen = torch.Generator().manual_seed(seed)
-        self.aug_gen = torch.Generator().manual_seed(seed + 1)
-        self.gumbel_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
+        self.data_gen = torch.Generator().manual_seed(seed)  # the same on every rank
+        self.aug_gen = torch.Generator().manual_seed(self._rank_seed(1))
+        self.gumbel_gen = torch.Generator(device=self.device).manual_seed(self._rank_seed(2))
+        self._shared_s = 0.0  # data parallel: the ranks' mean seconds into the epoch
+        self._t_epoch = time.perf_counter()
         self.state = LoopState(planned_epochs=config.epochs, planned_warmup=config.warmup_epochs)
         self._bar = Bar(0, "supernet", disable=True)  # fit()'s bar; run_epoch moves it per step
+
+    def _rank_seed(self, stream: int, *more: int) -> int:
+        """Rank 0: the single-process seeds (seed+1 augmentation, seed+2 noise); rank r > 0:
+        its own, from (seed, r, stream, …)."""
+        if self.dist.rank == 0 and not more:
+            return self.seed + stream
+        return seed_for(self.seed, self.dist.rank, stream, *more)
+
+    def _sync_grads(self, params: Sequence[nn.Parameter]) -> None:
+        """Data parallel: the step's gradients averaged over the ranks (no-op in one process);
+        the ranks' clocks ride along, so the budget check agrees on every rank."""
+        if self.dist.active:
+            (self._shared_s,) = self.dist.average_grads(
+                params, [time.perf_counter() - self._t_epoch])
 
     # -- steps ----------------------------------------------------------------------------------
     def tau(self, epoch: int | None = None) -> float:
@@ -255,6 +287,7 @@ class SupernetTrainer:
         with frozen(self._a_params if self.cfg.exclusive_grads else ()):
             loss, ce, cost, logits = self._loss(x, y, sample)
             loss.backward()
+        self._sync_grads(self._w_params)
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self._w_params, self.cfg.grad_clip)
         self.w_opt.step()
@@ -279,6 +312,7 @@ class SupernetTrainer:
         lam = self.beta_decay_weight()
         if lam > 0:  # independent of w: the same term for first and second order
             (lam * beta_decay_penalty(self.net.arch_parameters())).backward()
+        self._sync_grads(self._a_params)
         self.a_opt.step()  # type: ignore[union-attr]
         self.net.after_arch_step(sample, before)
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
@@ -304,7 +338,7 @@ class SupernetTrainer:
 
     def _get(self, split_name: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         split = getattr(self.data, split_name)
-        idx = idx.to(self.device, non_blocking=True)
+        idx = self.dist.shard(idx).to(self.device, non_blocking=True)
         return split.x.index_select(0, idx), split.y.index_select(0, idx)
 
     def run_epoch(self) -> dict[str, Any]:
@@ -332,11 +366,12 @@ class SupernetTrainer:
                 merged.append(("a", va[j % len(va)]))
         else:
             merged = [("w", i) for i in tr] + [("a", i) for i in va]
-        t_start = time.perf_counter()
+        t_start = self._t_epoch = time.perf_counter()
+        self._shared_s = 0.0
         truncated = False
         for kind, idx in merged:
-            if self.cfg.budget_s is not None and (
-                    st.elapsed_s + time.perf_counter() - t_start >= self.cfg.budget_s):
+            into = self._shared_s if self.dist.active else time.perf_counter() - t_start
+            if self.cfg.budget_s is not None and st.elapsed_s + into >= self.cfg.budget_s:
                 truncated = True  # out of time: end this (last) epoch early
                 break
             x, y = self._get("train" if kind == "w" else "val", idx)
@@ -354,6 +389,13 @@ class SupernetTrainer:
                 n_a += len(y)
                 s_a += 1
             self._bar.advance(1 / len(merged))
+        if self.dist.active:  # the epoch's sums over every rank's shard
+            keys = list(acc)
+            tot = self.dist.sum_(torch.stack([acc[k] for k in keys] + [
+                torch.tensor(float(n), device=dev) for n in (n_w, n_a)]))
+            acc = dict(zip(keys, tot[:len(keys)]))
+            acc["cost"] = acc["cost"] / self.dist.world_size  # each rank's own draws' mean
+            n_w, n_a = int(tot[-2].item()), int(tot[-1].item())
         vals = {k: float(v) for k, v in acc.items()}  # one host sync per epoch
         rec: dict[str, Any] = {
             "epoch": e, "tau": self.tau(), "lr": lr, "warmup": warm,
@@ -386,13 +428,16 @@ class SupernetTrainer:
         st = self.state
         bar = self._bar = Bar(st.planned_epochs, "supernet", "ep", initial=st.epoch,
                               disable=not self.progress)
+        self.dist.broadcast_([*self.net.parameters(), *self.net.buffers()])  # rank 0's start
         while st.epoch < st.planned_epochs:
             t0 = time.perf_counter()
             rec = self.run_epoch()
-            dt = time.perf_counter() - t0
+            (dt,) = self.dist.mean([time.perf_counter() - t0])  # one clock for every rank
             st.elapsed_s += dt
             rec["seconds"] = dt
             st.history.append(rec)
+            log_scalars(self.checkpoint if self.dist.is_main else None, "supernet", st.epoch,
+                        rec)  # scalars.jsonl: what a live report reads
             st.epoch += 1
             if self.cfg.budget_s is not None and self._replan(dt):
                 bar.set_total(st.planned_epochs)
@@ -460,6 +505,10 @@ class SupernetTrainer:
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The loop's state (a collective under data parallelism: it gathers every rank's
+        noise streams)."""
+        aug = self.dist.gather_bytes(self.aug_gen.get_state())
+        noise = self.dist.gather_bytes(self.gumbel_gen.get_state())
         return {
             "net": self.net.state_dict(),
             "w_opt": self.w_opt.state_dict(),
@@ -471,6 +520,8 @@ class SupernetTrainer:
             "aug_gen": self.aug_gen.get_state(),
             "gumbel_gen": self.gumbel_gen.get_state(),
             "rng": rng_state(),
+            "world_size": self.dist.world_size,
+            "rank_gens": [{"aug": a, "gumbel": g} for a, g in zip(aug, noise)],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -480,15 +531,25 @@ class SupernetTrainer:
             self.a_opt.load_state_dict(sd["a_opt"])
         self.state = LoopState(**sd["loop"])
         self.data_gen.set_state(sd["data_gen"])
-        self.aug_gen.set_state(sd["aug_gen"])
-        self.gumbel_gen.set_state(sd["gumbel_gen"])
+        r = self.dist.rank
+        ranks = sd.get("rank_gens") or [{"aug": sd["aug_gen"], "gumbel": sd["gumbel_gen"]}]
+        if r < len(ranks):  # this rank's own streams, where it left them
+            self.aug_gen.set_state(ranks[r]["aug"])
+            self.gumbel_gen.set_state(ranks[r]["gumbel"])
+        else:  # a rank the saved run did not have: fresh streams from (seed, rank, epoch)
+            self.aug_gen.manual_seed(self._rank_seed(1, self.state.epoch))
+            self.gumbel_gen.manual_seed(self._rank_seed(2, self.state.epoch))
         set_rng_state(sd["rng"])
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        """Checkpoint (rank 0 writes; under data parallelism every rank takes part)."""
+        if self.checkpoint is None and not self.dist.active:
+            return
+        sd = self.state_dict()
+        if self.checkpoint is not None and self.dist.is_main:
             from nasforge.files import save_checkpoint
 
-            save_checkpoint(self.checkpoint, self.state_dict())
+            save_checkpoint(self.checkpoint, sd)
 
     def resume(self) -> bool:
         """Load the checkpoint if there is one; True when resumed."""
