@@ -10,7 +10,9 @@ BlockQNN's corrected reward::
 with FLOPs in millions of multiply-accumulates and Density = edges / nodes of the block (spaces
 without a block graph contribute no density term). It is a picklable callable
 ``(arch_dict, seed) -> metrics``: process pools and Ray ship it to their workers, which load the
-data set once per process and keep it.
+data set once per process and keep it. On a Ray cluster the data set itself travels instead of
+its name (:meth:`EarlyStopEvaluator.ship`: the driver puts it in the object store once), so a
+worker on another machine reads nothing from disk.
 
 Resource targets (``targets``: ``--flops``/``--params``/``--latency-ms``/``--peak-memory-mb``)
 are enforced, not ignored: each trial's latency is *measured* on the target device when a
@@ -22,8 +24,10 @@ search found any. ``meets_target`` is stored with the trial.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +45,15 @@ from nasforge.train.trainer import Recipe, train_model
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a worker needs to load the data set itself (tensors are not shipped)."""
+    """What a worker needs to load the data set itself, or (``shipped``: a handle with
+    ``get()``, e.g. :class:`~nasforge.run.executors.Shipped`) to fetch the driver's copy."""
 
     dataset: str = "digits"
     data_dir: str | None = None
     subset: int | None = None
     seed: int = 0
     device: str = "cpu"
+    shipped: Any = None
 
 
 _DATA: dict[DataSpec, Dataset] = {}
@@ -55,6 +61,11 @@ _DATA: dict[DataSpec, Dataset] = {}
 
 def cached_dataset(spec: DataSpec) -> Dataset:
     """One copy per process (workers evaluate many trials on the same data)."""
+    if spec not in _DATA and spec.shipped is not None:  # the driver's copy, no disk read
+        d = spec.shipped.get()
+        dev = resolve_device(spec.device)
+        _DATA[spec] = dataclasses.replace(d, train=d.train.to(dev), val=d.val.to(dev),
+                                          test=d.test.to(dev))
     if spec not in _DATA:
         _DATA[spec] = load_dataset(spec.dataset, data_dir=spec.data_dir, seed=spec.seed,
                                    subset=spec.subset, device=resolve_device(spec.device))
@@ -80,6 +91,13 @@ class EarlyStopEvaluator:
         if density is not None and density > 0:
             r -= self.rho * math.log(density)
         return r
+
+    def ship(self, share: Callable[[Any], Any]) -> EarlyStopEvaluator:
+        """The copy for workers that may sit on other machines: the data set (loaded here, on
+        CPU) goes through ``share`` once, so no worker needs this machine's files."""
+        data = cached_dataset(dataclasses.replace(self.data, device="cpu", shipped=None))
+        return dataclasses.replace(self, data=dataclasses.replace(self.data,
+                                                                  shipped=share(data)))
 
     def __call__(self, arch_dict: dict[str, Any], seed: int) -> dict[str, Any]:
         if self.threads is not None:

@@ -67,6 +67,7 @@ from nasforge.predictor.model import Predictor
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import EXECUTORS, create_executor
 from nasforge.run.rundir import RunDir
+from nasforge.run.scalars import log_scalars
 from nasforge.run.store import TrialStore
 from nasforge.spaces.joint import DEFAULT_RECIPE, SKELETONS, JointSpace
 from nasforge.spaces.registry import get_space
@@ -142,6 +143,10 @@ class JointEvaluator:
     def epochs(self, arch: Arch) -> int:
         space: JointSpace = self.base.space  # type: ignore[assignment]
         return max(1, round(self.fraction * space.recipe(arch)["epochs"]))
+
+    def ship(self, share: Any) -> JointEvaluator:
+        """The copy for Ray workers: the data set travels with ``base`` (no disk read there)."""
+        return dataclasses.replace(self, base=self.base.ship(share))
 
     def __call__(self, arch_dict: dict[str, Any], seed: int) -> dict[str, Any]:
         arch = Arch.from_dict(arch_dict)
@@ -386,6 +391,7 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
                                 "macs": m["flops"], "params": m["params"],
                                 "seconds": m["seconds"]})
                 rd.write_json("candidates.json", checked)
+                log_scalars(rd.path, "verify", len(checked) - 1, checked[-1])  # live report
         real = [r for r in checked if not r["default_recipe"]]
         if real:
             pick = Arch.from_dict(max(real, key=lambda r: r["measured"])["arch"])

@@ -7,11 +7,20 @@ the engine waits on whichever result arrives first (no sleep-polling), whatever 
   parent is inherited); one trial per process at a time. A worker that dies
   breaks the pool: every trial in flight fails with :class:`WorkerLost`, the pool is rebuilt on
   the next submit, and the engine retries those trials.
-- ``ray``: one Ray task per trial with its CPU/GPU request; ``ray.init()`` starts a local
-  cluster (``num_cpus = workers``) unless an address of an existing cluster is given. The local
-  cluster binds to the loopback address (``127.0.0.1``) with no dashboard: nothing of it is
-  reachable from the network. Ray itself re-runs a task whose worker died (``max_retries``); a
-  task that still fails comes back as :class:`WorkerLost` and the engine retries it.
+- ``ray``: one Ray task per trial with its CPU/GPU request. ``ray.init(address="local")``
+  starts a private local cluster (``num_cpus = workers``) on the loopback address
+  (``127.0.0.1``) with no dashboard: nothing of it is reachable from the network, and a
+  ``RAY_ADDRESS`` or a cluster started earlier with ``ray start`` is never joined by accident.
+  ``ray_address`` joins a running cluster instead (``ray start --head`` + ``ray start
+  --address`` on each machine; a loopback address keeps the driver on ``127.0.0.1`` too).
+  Nothing a trial reads comes from the driver's disk: a trial function with a ``ship(share)``
+  method is replaced by the copy it returns, whose data (``share(obj)``: put once in the
+  cluster's object store) every worker fetches from there (:class:`Shipped`), so a worker on
+  another machine needs only the installed package. The trial store stays with the driver (the
+  engine writes it; workers only return results). Ray's own task retries are off: a trial
+  whose worker or node died comes back as :class:`WorkerLost` and the engine retries it once
+  per loss, counted in the store's ``attempts`` — one retry layer, so a trial is never run
+  twice behind the store's back.
 
 Backends are looked up by name in :data:`EXECUTORS` (a :class:`~nasforge.registry.Registry`
 of executor classes, each built by ``cls.create(workers, **options)``).
@@ -31,6 +40,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from nasforge.errors import UserError, require
@@ -193,6 +203,39 @@ def _check_loopback(ray: Any) -> None:
                            "cluster (start one yourself and pass --ray-address)")
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``host:port`` split (None for anything else: ``auto``, ``ray://...``)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """An object the driver put in the Ray object store once (``ray.put``); a worker on any
+    node fetches it with :meth:`get` instead of reading the driver's files."""
+
+    ref: Any
+
+    def get(self) -> Any:
+        import ray
+
+        return ray.get(self.ref)
+
+
 class RayExecutor(Executor):
     name = "ray"
 
@@ -200,34 +243,74 @@ class RayExecutor(Executor):
     def create(cls, workers: int = 1, *, ray_address: str | None = None,
                cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                max_retries: int = 3) -> Executor:
-        return cls(workers, ray_address, cpus_per_trial, gpus_per_trial, max_retries)
+        return cls(workers, ray_address, cpus_per_trial, gpus_per_trial)
 
     def __init__(self, workers: int = 2, address: str | None = None, cpus_per_trial: float = 1,
-                 gpus_per_trial: float = 0, max_retries: int = 3) -> None:
+                 gpus_per_trial: float = 0) -> None:
         self.ray = require("ray", "ray")
         self.workers = workers
         self._started = False
         if not self.ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
-                self.ray.init(address=address, **kw)
-            else:  # a new local cluster: every Ray process on the loopback address
+                self._connect(address, kw)
+            else:  # a new private local cluster: every Ray process on the loopback address
                 with _ray_loopback(self.ray):
-                    self.ray.init(num_cpus=max(workers, int(cpus_per_trial * workers + 0.999)),
+                    self.ray.init(address="local",
+                                  num_cpus=max(workers, int(cpus_per_trial * workers + 0.999)),
                                   _node_ip_address=RAY_LOCAL_IP, dashboard_host=RAY_LOCAL_IP,
                                   **kw)
                 _check_loopback(self.ray)
             self._started = True
+        # max_retries=0: the engine is the one retry layer (counted in the store)
         self._remote = self.ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
-                                       max_retries=max_retries)(run_tagged)
+                                       max_retries=0)(run_tagged)
         ex = self.ray.exceptions
         self._lost = tuple(getattr(ex, n) for n in ("WorkerCrashedError", "NodeDiedError",
                                                      "LocalRayletDiedError", "OutOfMemoryError",
                                                      "TaskCancelledError") if hasattr(ex, n))
         self._task_error = ex.RayTaskError
+        #: id(fn) -> (fn, the copy sent to workers): each fn is shipped once per executor
+        self._portable: dict[int, tuple[Any, Any]] = {}
+
+    def _connect(self, address: str, kw: dict[str, Any]) -> None:
+        """Join the running cluster at ``address`` (``host:port`` of its head's GCS)."""
+        hp = _host_port(address)
+        if hp is not None:  # Ray itself retries a dead address for minutes: ask once, now
+            try:
+                socket.create_connection(hp, timeout=5).close()
+            except OSError as e:
+                raise UserError(
+                    f"cannot join the Ray cluster at --ray-address {address!r}: nothing "
+                    f"answers there ({e}). Start the head first (`ray start --head --port "
+                    f"{hp[1]}`), or pass the HOST:PORT that `ray start --head` printed") from None
+        try:
+            if hp is not None and _is_loopback(hp[0]):  # a cluster on 127.0.0.1: so this driver
+                with _ray_loopback(self.ray):
+                    self.ray.init(address=address, _node_ip_address=RAY_LOCAL_IP, **kw)
+            else:
+                self.ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(
+                f"cannot join the Ray cluster at --ray-address {address!r}: {e}. Start it "
+                "first (`ray start --head --port PORT` on the head machine, `ray start "
+                "--address HEAD:PORT` on each worker), run the search on a machine of that "
+                "cluster, and pass the head's HOST:PORT") from None
+
+    def share(self, obj: Any) -> Shipped:
+        """Put ``obj`` in the object store once; workers fetch it from there."""
+        return Shipped(self.ray.put(obj))
+
+    def _to_ship(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The copy of ``fn`` that workers get: ``fn.ship(self.share)`` where it has one."""
+        hit = self._portable.get(id(fn))
+        if hit is None or hit[0] is not fn:
+            ship = getattr(fn, "ship", None)
+            hit = self._portable[id(fn)] = (fn, ship(self.share) if callable(ship) else fn)
+        return hit[1]
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        inner = self._remote.remote(fn, *args).future()
+        inner = self._remote.remote(self._to_ship(fn), *args).future()
         out: cf.Future = cf.Future()
 
         def done(f: cf.Future) -> None:
@@ -246,6 +329,7 @@ class RayExecutor(Executor):
         return out
 
     def close(self) -> None:
+        self._portable.clear()
         if self._started:
             self.ray.shutdown()
             self._started = False
