@@ -42,6 +42,7 @@ from nasforge.arch import Arch
 from nasforge.errors import UserError
 from nasforge.progress import command_eta
 from nasforge.run.executors import Executor, WorkerLost
+from nasforge.run.scalars import log_scalars
 from nasforge.run.store import Trial, TrialStore
 from nasforge.strategies.base import Strategy
 
@@ -208,6 +209,8 @@ class Engine:
         self._moved("done")
         if self.best is None or reward > self.best:
             self.best = reward
+        log_scalars(self.store.path, "trial", trial_id,  # scalars.jsonl, for a live report
+                    {**metrics, "best": self.best, "worker": worker, "elapsed_s": self.elapsed()})
 
     def _handle(self, fut: cf.Future) -> None:
         trial_id, arch = self.inflight.pop(fut)

@@ -45,6 +45,7 @@ from nasforge.device import rng_state, set_rng_state
 from nasforge.errors import UserError
 from nasforge.files import RESUME_FIX, load_checkpoint, save_checkpoint
 from nasforge.progress import Bar
+from nasforge.run.scalars import log_scalars
 from nasforge.strategies.enas_controller import EnasController, marginals, to_arch
 from nasforge.supernets.base import concentration
 from nasforge.supernets.enas import SharedNet
@@ -297,6 +298,7 @@ class EnasLoop:
             st.elapsed_s += dt
             rec["seconds"] = dt
             st.history.append(rec)
+            log_scalars(self.checkpoint, "enas", st.epoch, rec)  # for a live report
             st.epoch += 1
             if self.cfg.budget_s is not None:
                 self._replan(dt, rec["truncated"])
