@@ -54,7 +54,6 @@ from nasforge.distributed import SINGLE, Context, seed_for
 from nasforge.errors import UserError
 from nasforge.progress import Bar
 from nasforge.run.scalars import log_scalars
-from nasforge.run.scalars import log_scalars
 from nasforge.strategies.darts_step import unrolled_arch_grad
 from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_module
@@ -437,7 +436,6 @@ class SupernetTrainer:
             st.elapsed_s += dt
             rec["seconds"] = dt
             st.history.append(rec)
-            log_scalars(self.checkpoint, "supernet", st.epoch, rec)  # scalars.jsonl: live report
             log_scalars(self.checkpoint if self.dist.is_main else None, "supernet", st.epoch,
                         rec)  # scalars.jsonl: what a live report reads
             st.epoch += 1
