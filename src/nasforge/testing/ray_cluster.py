@@ -163,7 +163,8 @@ class LoopbackCluster:
             args = [*RAY_START, "--node-ip-address", LOOPBACK, "--temp-dir", str(tmp),
                     "--num-cpus", str(n.get("num_cpus", 1)), "--disable-usage-stats",
                     "--resources", json.dumps(n.get("resources", {})),
-                    "--dashboard-agent-listen-port", str(free_port())]
+                    "--dashboard-agent-listen-port", str(free_port()),
+                    "--include-log-monitor", "false"]  # workers' logs stay in their files
             if not self.nodes:
                 args += ["--head", "--port", str(self.port), "--include-dashboard", "false",
                          "--dashboard-port", str(free_port())]
