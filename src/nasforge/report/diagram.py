@@ -1,7 +1,8 @@
 """A diagram of the derived architecture as inline SVG: no Graphviz, no matplotlib, so the
 page shows it whatever is installed. A layer-wise network (FBNet) is a strip of boxes with
-kernel, expansion, width and stride; a BlockQNN block is a DAG of its layers; any other
-space's genes are a strip of one box per gene."""
+kernel, expansion, width and stride; a BlockQNN block is a DAG of its layers; a cell (DARTS /
+ENAS normal and reduction cells, NAS-Bench-201, NASNet) is a DAG of its states left to right,
+each edge labelled with its op; any other space's genes are a strip of one box per gene."""
 
 from __future__ import annotations
 
@@ -108,6 +109,140 @@ def nsc_dag(layers: list[list[Any]]) -> str:
     return _svg(w, h, "".join(body))
 
 
+NODE_W, NODE_H, COL_GAP, ROW_GAP = 92, 30, 120, 22
+_OP_COLOURS = {"skip": "#6b7280", "pool": "#dc2626", "conv": "#2563eb", "identity": "#6b7280",
+               "none": "#d1d5db"}
+
+
+def _op_colour(op: str) -> str:
+    return next((c for k, c in _OP_COLOURS.items() if k in op), "#7c3aed")
+
+
+def cell_dag(title: str, nodes: list[tuple[Any, str, str]],
+             edges: list[tuple[Any, Any, str]]) -> tuple[str, float, float]:
+    """One cell as a DAG drawn left to right: ``nodes`` (id, label, fill) placed by their
+    longest path from the inputs, ``edges`` (from, to, op label; "" for an unlabelled concat
+    edge) as curves with the op written on them. Returns (SVG body, width, height)."""
+    preds: dict[Any, list[Any]] = {n: [] for n, _, _ in nodes}
+    for a, b, _ in edges:
+        preds[b].append(a)
+    depth: dict[Any, int] = {}
+
+    def d(n: Any) -> int:
+        if n not in depth:
+            depth[n] = 0 if not preds[n] else 1 + max(d(p) for p in preds[n])
+        return depth[n]
+
+    cols: dict[int, list[Any]] = {}
+    for n, _, _ in nodes:
+        cols.setdefault(d(n), []).append(n)
+    rows = max(len(v) for v in cols.values())
+    height = 30 + rows * (NODE_H + ROW_GAP)
+    pos = {}
+    for c, ns in cols.items():
+        top = 28 + (rows - len(ns)) * (NODE_H + ROW_GAP) / 2
+        for i, n in enumerate(ns):
+            pos[n] = (10 + c * (NODE_W + COL_GAP), top + i * (NODE_H + ROW_GAP))
+    body = [f"<text x='10' y='16' font-size='13' font-weight='bold'>{html.escape(title)}</text>"]
+    seen: dict[tuple[Any, Any], int] = {}
+    for a, b, op in edges:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        k = seen[(a, b)] = seen.get((a, b), -1) + 1  # a second edge a→b bends the other way
+        sx, sy, ex, ey = x0 + NODE_W, y0 + NODE_H / 2, x1, y1 + NODE_H / 2
+        bend = (18 + 10 * abs(ey - sy) / max(1.0, ex - sx)) * (1 if k % 2 == 0 else -1) \
+            if (k or abs(ey - sy) < 1) and op else 0.0
+        cx, cy = (sx + ex) / 2, (sy + ey) / 2 - bend
+        colour = _op_colour(op) if op else "#9ca3af"
+        body.append(f"<path d='M{sx:.0f},{sy:.0f} Q{cx:.0f},{cy:.0f} {ex:.0f},{ey:.0f}' "
+                    f"fill='none' stroke='{colour}' stroke-width='1.6' "
+                    f"marker-end='url(#a)'/>")
+        if op:
+            lx, ly = (sx + 2 * cx + ex) / 4, (sy + 2 * cy + ey) / 4  # the curve's midpoint
+            body.append(f"<text x='{lx:.0f}' y='{ly + 3:.0f}' text-anchor='middle' "
+                        f"font-size='9' fill='{colour}' stroke='white' stroke-width='3' "
+                        f"paint-order='stroke'>{html.escape(op)}</text>")
+    for n, label, fill in nodes:
+        x, y = pos[n]
+        body.append(f"<rect x='{x:.0f}' y='{y:.0f}' width='{NODE_W}' height='{NODE_H}' rx='12' "
+                    f"fill='{fill}' stroke='#333'/><text x='{x + NODE_W / 2:.0f}' "
+                    f"y='{y + NODE_H / 2 + 4:.0f}' text-anchor='middle' font-size='11'>"
+                    f"{html.escape(label)}</text>")
+    width = 20 + (max(cols) + 1) * NODE_W + max(cols) * COL_GAP
+    return "".join(body), width, height
+
+
+def stack(parts: list[tuple[str, float, float]]) -> str:
+    """Cell diagrams one under the other in one SVG."""
+    body, y = [], 0.0
+    for b, _, h in parts:
+        body.append(f"<g transform='translate(0,{y:.0f})'>{b}</g>")
+        y += h + 16
+    return _svg(max(w for _, w, _ in parts), y, "".join(body))
+
+
+IN_FILL, NODE_FILL, OUT_FILL = "#fde68a", "#dbeafe", "#bbf7d0"
+
+
+def darts_cells(genes: dict[str, Any]) -> str:
+    """DARTS genotype (``normal``/``reduce``: two ``[op, input]`` per intermediate node): inputs
+    c_{k-2}, c_{k-1}, nodes 0–3, the output concatenating ``<cell>_concat``."""
+    parts = []
+    for cell in ("normal", "reduce"):
+        pairs = genes[cell]
+        steps = len(pairs) // 2
+        nodes = [(0, "c_{k-2}", IN_FILL), (1, "c_{k-1}", IN_FILL)]
+        nodes += [(i + 2, f"node {i}", NODE_FILL) for i in range(steps)] + [("out", "c_{k}",
+                                                                                OUT_FILL)]
+        edges = [(int(j), i // 2 + 2, str(op)) for i, (op, j) in enumerate(pairs)]
+        edges += [(int(c), "out", "") for c in genes.get(f"{cell}_concat", range(2, 2 + steps))]
+        parts.append(cell_dag(f"{cell} cell", nodes, edges))
+    return stack(parts)
+
+
+def nb201_cell(text: str) -> str:
+    """A NAS-Bench-201 cell: nodes 0–3, each edge ``op~input``; ``none`` edges are absent."""
+    from nasforge.models.nb201 import EDGES
+    from nasforge.spaces.nb201 import parse_string
+
+    ops = parse_string(text)
+    nodes = [(0, "node 0 (in)", IN_FILL), (1, "node 1", NODE_FILL), (2, "node 2", NODE_FILL),
+             (3, "node 3 (out)", OUT_FILL)]
+    edges = [(j, i, op) for (i, j), op in zip(EDGES, ops) if op != "none"]
+    return stack([cell_dag("NAS-Bench-201 cell (none edges omitted)", nodes, edges)])
+
+
+def nasnet_cells(genes: dict[str, Any]) -> str:
+    """NASNet genotype (per block ``[input a, input b, op a, op b]``, the two results added):
+    hidden states h_{i-2}, h_{i-1}, one node per block, the output concatenating the blocks no
+    block reads."""
+    from nasforge.models.nasnet import unused
+
+    parts = []
+    for cell in ("normal", "reduce"):
+        blocks = genes[cell]
+        nodes = [(0, "h_{i-2}", IN_FILL), (1, "h_{i-1}", IN_FILL)]
+        nodes += [(b + 2, f"block {b} (+)", NODE_FILL) for b in range(len(blocks))]
+        nodes.append(("out", "concat", OUT_FILL))
+        edges = [(int(blk[k]), b + 2, str(blk[k + 2])) for b, blk in enumerate(blocks)
+                 for k in (0, 1)]
+        edges += [(s, "out", "") for s in unused(blocks)]
+        parts.append(cell_dag(f"{cell} cell", nodes, edges))
+    return stack(parts)
+
+
+def _cell_drawing(genes: Any) -> str | None:
+    """The DAG drawing of a cell space's genes, or None when they are not a cell."""
+    if isinstance(genes, str) and genes.startswith("|"):
+        return nb201_cell(genes)
+    if isinstance(genes, dict) and isinstance(genes.get("normal"), list) and genes["normal"]:
+        first = genes["normal"][0]
+        if isinstance(first, list) and len(first) == 2 and "normal_concat" in genes:
+            return darts_cells(genes)
+        if isinstance(first, list) and len(first) == 4:
+            return nasnet_cells(genes)
+    return None
+
+
 def arch_svg(space_name: str, genes: Any) -> str:
     """The diagram of ``genes`` of space ``space_name`` (a generic strip when the space has no
     drawing of its own)."""
@@ -124,6 +259,9 @@ def arch_svg(space_name: str, genes: Any) -> str:
     if isinstance(genes, list) and genes and all(
             isinstance(g, list) and len(g) == 5 and isinstance(g[1], str) for g in genes):
         return nsc_dag(genes)
+    cell = _cell_drawing(genes)
+    if cell is not None:
+        return cell
     items = list(genes.items()) if isinstance(genes, dict) else list(enumerate(genes)) \
         if isinstance(genes, list) else [("arch", genes)]
     return strip([([str(k)] + _wrap(json.dumps(v)), "#dbeafe") for k, v in items])

@@ -1,6 +1,7 @@
 """What a run directory holds, gathered once for the report: result.json, config.json,
-run.json, search.json, budget, the trial store (sample-based methods) and the scalars a run
-logs as it goes (``scalars.jsonl``). Every file is read through :class:`RunDir` /
+run.json, search.json, budget, the trial store (sample-based methods), the scalars a run logs as
+it goes (``scalars.jsonl``, :mod:`nasforge.run.scalars`) and a LUT validation of the table the
+run used (``nasforge lut validate``). Every file is read through :class:`RunDir` /
 :mod:`nasforge.files` so a damaged one is one error naming it."""
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from nasforge.errors import UserError
-from nasforge.files import read_text
+from nasforge.files import read_json
 from nasforge.run.result import read_result
 from nasforge.run.rundir import RunDir
+from nasforge.run.scalars import read_scalars
 
-SCALARS = "scalars.jsonl"
+#: scalar kinds whose records are a differentiable search's per-epoch history
+EPOCH_KINDS = ("supernet", "enas")
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Evidence:
     search: dict[str, Any]
     trials: list[dict[str, Any]] = field(default_factory=list)
     scalars: list[dict[str, Any]] = field(default_factory=list)
+    #: ``nasforge lut validate``'s report for the table this run used (None: none found)
+    validation: dict[str, Any] | None = None
 
     @property
     def method(self) -> str:
@@ -34,9 +39,16 @@ class Evidence:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Per-epoch records of a differentiable search (empty for sample-based runs)."""
+        """Per-epoch records of a differentiable search (empty for sample-based runs): from
+        search.json once the search stage ended, else (a live run) the epochs logged so far."""
         h = self.search.get("history", [])
-        return h if isinstance(h, list) else []
+        if isinstance(h, list) and h:
+            return h
+        return [r for r in self.scalars if r.get("kind") in EPOCH_KINDS]
+
+    @property
+    def space(self) -> str:
+        return str(self.result.get("space") or self.config.get("space", ""))
 
     @property
     def targets(self) -> dict[str, float]:
@@ -58,7 +70,7 @@ def load(run_dir: str | Path, *, live: bool = False) -> Evidence:
         result = read_result(rd.file("result.json"))
     return Evidence(rd.path, result, rd.read_json("config.json", default={}),
                     rd.read_json("run.json", default={}), rd.read_json("search.json", default={}),
-                    _trials(rd), read_scalars(rd.path))
+                    _trials(rd), read_scalars(rd.path), lut_validation(rd.path))
 
 
 def _trials(rd: RunDir) -> list[dict[str, Any]]:
@@ -77,19 +89,49 @@ def _trials(rd: RunDir) -> list[dict[str, Any]]:
         store.close()
 
 
-def read_scalars(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The JSON lines of ``RUN_DIR/scalars.jsonl``; a last line cut by a live write is skipped."""
-    p = Path(run_dir) / SCALARS
-    if not p.exists():
-        return []
-    out = []
-    for line in read_text(p, "scalar log", "delete it; the run rewrites it").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+def lut_validation(run_dir: str | Path) -> dict[str, Any] | None:
+    """The LUT validation of the table this run used: a ``*.validate.json`` in the run
+    directory (``nasforge lut validate --out RUN_DIR/lut.json`` writes ``lut.validate.json``),
+    else the one next to the run's ``--lut`` file or the per-device cached table of the run's
+    ``lut.json`` (same space and device fingerprint). None when the run used no table or the
+    table was never validated."""
+    rd = Path(run_dir)
+    found = sorted(rd.glob("*.validate.json"))
+    table = None
+    if (rd / "lut.json").is_file():
+        from nasforge.cost.lut import LatencyTable, cache_path
+
+        table = LatencyTable.load(rd / "lut.json")
+        cfg = RunDir(rd).read_json("config.json", default={})
+        if cfg.get("lut"):
+            found.append(_validation_of(Path(cfg["lut"])))
+        found.append(_validation_of(cache_path(table.space, table.fingerprint, table.statistic)))
+    for p in found:
+        if not p.is_file():
             continue
-        if isinstance(rec, dict):
-            out.append(rec)
+        data = read_json(p, "LUT validation", "run `nasforge lut validate` again")
+        if not isinstance(data, dict) or not isinstance(data.get("archs"), list):
+            continue
+        if table is not None and (data.get("space") != table.space
+                                  or data.get("fingerprint") != table.fingerprint):
+            continue  # another table's validation
+        return {**data, "file": str(p)}
+    return None
+
+
+def _validation_of(table_file: Path) -> Path:
+    """Where ``nasforge lut validate`` writes the validation of ``table_file``."""
+    return table_file.with_name(table_file.stem + ".validate.json")
+
+
+def lut_points(v: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """(measured ms, predicted ms) of each validated architecture, per predictor."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for a in v.get("archs", []):
+        m = a.get("measured_us")
+        for k, p in a.items():
+            if k.endswith("_us") and k != "measured_us" and m and p is not None:
+                out.setdefault(k[:-3], []).append((float(m) / 1000, float(p) / 1000))
     return out
 
 
@@ -142,7 +184,7 @@ def distributions(ev: Evidence) -> list[tuple[str, list[str], list[list[float]]]
         for d in range(len(_rows(first["p_paths"]))):
             series = [_rows(h["p_paths"])[d] for h in hist if "p_paths" in h]
             rows.append((f"block {d} paths", [str(i) for i in range(len(series[0]))], series))
-    for cell in ("normal", "reduce", "cell"):
+    for cell in CELLS:
         if cell in first:
             ops = [str(o) for o in first.get("ops", [])]
             edges = first.get("edges", [])
@@ -151,6 +193,27 @@ def distributions(ev: Evidence) -> list[tuple[str, list[str], list[list[float]]]
                 label = f"{cell} {edges[e]}" if e < len(edges) else f"{cell} edge {e}"
                 rows.append((label, ops or [str(i) for i in range(len(series[0]))], series))
     return rows
+
+
+CELLS = ("normal", "reduce", "cell")
+
+
+def cell_probabilities(ev: Evidence) -> dict[str, tuple[list[str], list[str], list[list[float]]]]:
+    """A cell search's last logged epoch, per cell: (edge names, op names, edges × ops) —
+    DARTS softmax(α), ENAS the controller's (edge, op) sampling frequencies."""
+    last = next((h for h in reversed(ev.history) if any(c in h for c in CELLS)), None)
+    if last is None:
+        return {}
+    ops = [str(o) for o in last.get("ops", [])]
+    out = {}
+    for cell in CELLS:
+        rows = last.get(cell)
+        if isinstance(rows, list) and rows and isinstance(rows[0], list):
+            edges = [str(e) for e in last.get("edges", [])]
+            edges = edges if len(edges) == len(rows) else [f"edge {i}" for i in range(len(rows))]
+            out[cell] = (edges, ops if len(ops) == len(rows[0]) else
+                         [str(i) for i in range(len(rows[0]))], [list(map(float, r)) for r in rows])
+    return out
 
 
 def _rows(p: Any) -> list[list[float]]:
@@ -170,6 +233,6 @@ def _option_names(ev: Evidence) -> list[str]:
     try:
         from nasforge.spaces.registry import get_space
 
-        return [str(c) for c in getattr(get_space(ev.result.get("space", "")), "candidates", [])]
+        return [str(c) for c in getattr(get_space(ev.space), "candidates", [])]
     except UserError:
         return []

@@ -24,13 +24,20 @@ CSS = ("body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1
 FIGURES = {
     "tradeoff.png": "Accuracy vs latency / MACs / params of every evaluated or sampled "
                     "architecture: Pareto front (red), chosen model (star), targets (dashed)",
-    "distribution.png": "Architecture distribution over search epochs, per layer/decision",
+    "distribution.png": "Architecture distribution over the search epochs: per layer / block / "
+                        "cell edge, a band of rows (one per epoch, first on top) over the "
+                        "options",
+    "alpha.png": "Last search epoch, per cell edge: the probability of each op (DARTS "
+                 "softmax(α); ENAS the controller's sampling frequency), the strongest "
+                 "outlined",
     "theta.png": "Mean P_θ of each candidate block over layers, per search epoch",
     "curves.png": "Temperature τ, weight/architecture loss, expected cost and concentration "
                   "per search epoch",
     "reward.png": "Reward per trial with best and median so far; trials finished per worker",
     "budget.png": "Budget: planned vs allowed vs spent seconds per stage",
-    "live.png": "Scalars logged while the run went (scalars.jsonl)",
+    "lut.png": "LUT predicted vs measured latency of the validated random architectures "
+               "(nasforge lut validate), ±10 % band, this run's model as a star",
+    "live.png": "Scalars logged while the run went (scalars.jsonl), per kind/name",
 }
 
 
@@ -39,6 +46,8 @@ def expected_figures(ev: evi.Evidence) -> list[str]:
     out = ["tradeoff.png"]
     if evi.distributions(ev):
         out.append("distribution.png")
+    if evi.cell_probabilities(ev):
+        out.append("alpha.png")
     if any("p_theta" in h for h in ev.history) and evi._option_names(ev):
         out.append("theta.png")
     if ev.history:
@@ -47,6 +56,8 @@ def expected_figures(ev: evi.Evidence) -> list[str]:
         out.append("reward.png")
     if ev.result.get("budget"):
         out.append("budget.png")
+    if ev.validation is not None and evi.lut_points(ev.validation):
+        out.append("lut.png")
     if ev.scalars:
         out.append("live.png")
     return out
@@ -64,6 +75,10 @@ def _figures(ev: evi.Evidence) -> dict[str, Path]:
     if "distribution.png" in want:
         made["distribution.png"] = plots.distribution_heatmaps(evi.distributions(ev),
                                                                rd / "distribution.png")
+    if "alpha.png" in want:
+        made["alpha.png"] = plots.alpha_per_edge(
+            evi.cell_probabilities(ev), rd / "alpha.png",
+            "sampling frequency" if ev.method == "enas" else "softmax(α)")
     if "theta.png" in want:
         made["theta.png"] = plots.theta_over_time(ev.history, evi._option_names(ev),
                                                   rd / "theta.png")
@@ -73,6 +88,15 @@ def _figures(ev: evi.Evidence) -> dict[str, Path]:
         made["reward.png"] = plots.reward_over_trials(ev.trials, rd / "reward.png")
     if "budget.png" in want:
         made["budget.png"] = plots.budget_bars(ev.result["budget"], rd / "budget.png")
+    if "lut.png" in want:
+        v = ev.validation or {}
+        lat = ev.result.get("latency_ms") or {}
+        chosen = ((lat["measured"], lat["predicted"]) if lat.get("predicted") is not None
+                  else None)
+        made["lut.png"] = plots.lut_validation(
+            evi.lut_points(v), v.get("scores", {}), chosen,
+            f"{v.get('space')} on {v.get('target')} ({v.get('statistic')}, "
+            f"{v.get('samples')} archs)", rd / "lut.png")
     if "live.png" in want:
         made["live.png"] = plots.scalar_lines(ev.scalars, rd / "live.png")
     return made
@@ -90,6 +114,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, default=str)
     return str(v)
+
+
+def _scores(scores: dict[str, Any]) -> str:
+    head = "<tr><th>predictor</th><th>MAPE %</th><th>within ±10 %</th><th>Kendall τ</th></tr>"
+    return "<table>" + head + "".join(
+        f"<tr><th>{html.escape(str(k))}</th>" + "".join(
+            f"<td>{html.escape(_fmt(s.get(f)))}</td>" for f in ("mape", "within_10",
+                                                                "kendall_tau")) + "</tr>"
+        for k, s in scores.items() if isinstance(s, dict)) + "</table>"
 
 
 def _img(path: Path, caption: str) -> str:
@@ -129,6 +162,12 @@ def render(ev: evi.Evidence, figures: dict[str, Path], svg: str | None) -> str:
     parts.append("<h2>Figures</h2>")
     for name, p in figures.items():
         parts.append(_img(p, FIGURES[name]))
+    v = ev.validation
+    if v is not None:
+        parts.append("<h2>LUT validation</h2><p>" + html.escape(
+            f"{v.get('samples')} random architectures of {v.get('space')} measured end to end "
+            f"on {v.get('target')} against the table's predictions ({v['file']})") + "</p>"
+            + _scores(v.get("scores", {})))
     if r.get("budget"):
         b = r["budget"]
         parts.append("<h2>Budget</h2>" + _table(

@@ -1,5 +1,6 @@
-"""Plots of a run: candidates' accuracy vs cost (Pareto), θ over time, LUT predicted vs
-measured. Each returns the PNG path it wrote (matplotlib from the ``plot`` extra)."""
+"""Plots of a run: accuracy vs cost (Pareto), the architecture distribution over epochs, DARTS
+α per edge, search curves, rewards, budget, LUT predicted vs measured, live scalars. Each returns
+the PNG path it wrote (matplotlib from the ``plot`` extra)."""
 
 from __future__ import annotations
 
@@ -15,29 +16,6 @@ def _plt():  # noqa: ANN202
     return require("matplotlib.pyplot", "plot")
 
 
-def pareto(rows: list[dict[str, Any]], path: Path, x: str = "macs", y: str = "val_acc") -> Path:
-    """Scatter of candidates with the non-dominated front (lower x, higher y) drawn."""
-    plt = _plt()
-    pts = sorted((r[x], r[y]) for r in rows if r.get(y) is not None)
-    front, best = [], -1.0
-    for px, py in pts:
-        if py > best:
-            front.append((px, py))
-            best = py
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, label="candidates")
-    if front:
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="C3",
-                label="Pareto front")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def theta_over_time(history: list[dict[str, Any]], candidates: list[str], path: Path) -> Path:
     """P_θ of each candidate, averaged over layers, per search epoch."""
     plt = _plt()
@@ -51,25 +29,6 @@ def theta_over_time(history: list[dict[str, Any]], candidates: list[str], path: 
     ax.set_xlabel("search epoch")
     ax.set_ylabel("mean P_θ over layers")
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def predicted_vs_measured(pred: list[float], meas: list[float], path: Path,
-                          label: str = "") -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(meas, pred, s=14, label=label or None)
-    lo, hi = min(meas + pred), max(meas + pred)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.plot([lo, hi], [lo * 1.1, hi * 1.1], ":", color="grey", lw=1)
-    ax.plot([lo, hi], [lo * 0.9, hi * 0.9], ":", color="grey", lw=1)
-    ax.set_xlabel("measured ms")
-    ax.set_ylabel("predicted ms")
-    if label:
-        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -136,34 +95,111 @@ def tradeoff(points: list[dict[str, Any]], chosen: dict[str, Any] | None,
 
 
 def distribution_heatmaps(dists: list[tuple[str, list[str], list[list[float]]]],
-                          path: Path, max_panels: int = 30) -> Path:
-    """One heatmap per decision: epochs down, options across, colour = probability."""
+                          path: Path) -> Path:
+    """The distribution over the epochs, one heatmap per group of decisions (FBNet layers,
+    DenseNAS blocks, each DARTS cell): each decision is a band of rows (its epochs, first on
+    top), options across, colour = probability. One image per group keeps a 22-layer or
+    28-edge search to a handful of artists (fast to draw, readable)."""
     plt = _plt()
     import numpy as np
 
-    dists = dists[:max_panels]
-    cols = min(4, len(dists))
-    rows = -(-len(dists) // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.3 * rows), squeeze=False)
+    groups: dict[str, list[tuple[str, list[str], list[list[float]]]]] = {}
+    for label, opts, series in dists:
+        groups.setdefault(_group_of(label), []).append((label, opts, series))
+    fig, axs = plt.subplots(1, len(groups), squeeze=False,
+                            figsize=(max(4.5, 4.2 * len(groups)),
+                                     min(14.0, 1.6 + 0.32 * max(len(g) for g in groups.values()))))
     im = None
-    for ax, (label, opts, series) in zip(axs.flat, dists):
-        width = max(len(s) for s in series)
-        m = np.array([list(s) + [np.nan] * (width - len(s)) for s in series])
-        im = ax.imshow(m, aspect="auto", vmin=0, vmax=1, cmap="viridis",
+    for ax, (name, rows) in zip(axs[0], groups.items()):
+        width = max(len(s[0]) for _, _, s in rows)
+        n_ep = max(len(s) for _, _, s in rows)
+        band = []
+        for _, _, series in rows:
+            m = [list(r) + [np.nan] * (width - len(r)) for r in series]
+            m += [[np.nan] * width] * (n_ep - len(m))
+            band.append(np.array(m))
+        img = np.vstack(band)
+        im = ax.imshow(img, aspect="auto", vmin=0, vmax=1, cmap="viridis",
                        interpolation="nearest")
-        ax.set_title(label, fontsize=8)
+        for k in range(1, len(rows)):
+            ax.axhline(k * n_ep - 0.5, color="w", lw=1.2)
+        ax.set_yticks([k * n_ep + (n_ep - 1) / 2 for k in range(len(rows))])
+        ax.set_yticklabels([lab[len(name):].strip() or lab for lab, _, _ in rows], fontsize=6)
+        opts = max((o for _, o, _ in rows), key=len)
         ax.set_xticks(range(width))
-        ax.set_xticklabels(opts[:width], rotation=60, fontsize=5, ha="right")
-        ax.set_yticks(range(len(series)))
-        ax.set_ylabel("epoch", fontsize=7)
-        ax.tick_params(axis="y", labelsize=6)
-    for ax in list(axs.flat)[len(dists):]:
-        ax.axis("off")
+        ax.set_xticklabels(opts[:width], rotation=60, fontsize=6, ha="right")
+        ax.set_title(f"{name}: {n_ep} epoch(s) per band, first on top", fontsize=8)
     if im is not None:
         fig.colorbar(im, ax=list(axs.flat), shrink=0.6, label="probability")
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _group_of(label: str) -> str:
+    """``layer 3`` → ``layer``; ``normal 2<-0`` → ``normal``; ``block 1 paths`` → ``block``."""
+    return label.split(" ", 1)[0]
+
+
+def alpha_per_edge(cells: dict[str, tuple[list[str], list[str], list[list[float]]]],
+                   path: Path, what: str = "softmax(α)") -> Path:
+    """A cell search's last epoch: each edge's probabilities (rows) over the ops (columns) —
+    DARTS softmax(α), ENAS the controller's sampling frequencies — one panel per cell, each
+    value written in its square, the edge's strongest op outlined."""
+    plt = _plt()
+    import numpy as np
+
+    fig, axs = plt.subplots(1, len(cells), squeeze=False,
+                            figsize=(4.8 * len(cells),
+                                     1.4 + 0.3 * max(len(e) for e, _, _ in cells.values())))
+    im = None
+    for ax, (cell, (edges, ops, probs)) in zip(axs[0], cells.items()):
+        m = np.array(probs, dtype=float)
+        im = ax.imshow(m, aspect="auto", vmin=0, vmax=max(0.3, float(m.max())), cmap="magma_r")
+        for i in range(m.shape[0]):
+            j = int(m[i].argmax())
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="C0", lw=1.5))
+            for k in range(m.shape[1]):
+                ax.text(k, i, f"{m[i, k]:.2f}", ha="center", va="center", fontsize=5,
+                        color="w" if m[i, k] > 0.6 * m.max() else "k")
+        ax.set_yticks(range(len(edges)))
+        ax.set_yticklabels(edges, fontsize=6)
+        ax.set_xticks(range(len(ops)))
+        ax.set_xticklabels(ops, rotation=60, fontsize=6, ha="right")
+        ax.set_title(f"{cell} cell: {what} per edge (node<-input)", fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=list(axs.flat), shrink=0.7, label=what)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def lut_validation(points: dict[str, list[tuple[float, float]]], scores: dict[str, Any],
+                   chosen: tuple[float, float] | None, title: str, path: Path) -> Path:
+    """Predicted against measured latency of the validated architectures, one marker per
+    predictor (legend: its MAPE), the ±10 % band, and this run's model (its LUT prediction vs
+    its measured latency) as a star."""
+    plt = _plt()
+    import numpy as np
+
+    allv = [v for pts in points.values() for p in pts for v in p] + list(chosen or ())
+    lo, hi = min(allv) * 0.9, max(allv) * 1.08
+    xs = np.array([lo, hi])
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.88", label="±10 %", zorder=0)
+    ax.plot(xs, xs, "k-", lw=0.8, zorder=1)
+    for (name, pts), mk in zip(points.items(), "o^sv<>"):
+        mape = (scores.get(name) or {}).get("mape")
+        lab = name + (f" (MAPE {mape:.1f} %)" if isinstance(mape, (int, float)) else "")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, marker=mk, label=lab,
+                   zorder=2)
+    if chosen is not None:
+        ax.plot([chosen[0]], [chosen[1]], "*", color="gold", ms=16, mec="k", zorder=3,
+                label="this run's model")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (ms)", ylabel="predicted (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def search_curves(history: list[dict[str, Any]], path: Path) -> Path:
@@ -245,24 +281,29 @@ def budget_bars(budget: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 8) -> Path:
-    """Each numeric scalar of ``scalars.jsonl`` against its step (``step`` or line order)."""
+SCALAR_SKIP = ("step", "time", "kind", "epoch", "seconds", "elapsed_s")
+
+
+def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 12) -> Path:
+    """Each numeric scalar of ``scalars.jsonl`` against its step, one panel per
+    ``kind/name`` (supernet/ENAS epochs, trials, verified candidates)."""
     plt = _plt()
-    keys: list[str] = []
+    keys: list[tuple[str, str]] = []
     for r in records:
         for k, v in r.items():
-            if k not in ("step", "time", "kind") and isinstance(v, (int, float)) \
-                    and not isinstance(v, bool) and k not in keys:
-                keys.append(k)
-    keys = keys[:max_panels] or ["(none)"]
+            if k not in SCALAR_SKIP and isinstance(v, (int, float)) \
+                    and not isinstance(v, bool) and (r.get("kind"), k) not in keys:
+                keys.append((str(r.get("kind")), k))
+    keys = keys[:max_panels] or [("", "(none)")]
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(3.5 * cols, 2.6 * rows), squeeze=False)
-    for ax, k in zip(axs.flat, keys):
+    fig, axs = plt.subplots(rows, cols, figsize=(3.5 * cols, 2.5 * rows), squeeze=False)
+    for ax, (kind, k) in zip(axs.flat, keys):
         pts = [(r.get("step", i), r[k]) for i, r in enumerate(records)
-               if isinstance(r.get(k), (int, float))]
+               if r.get("kind") == kind and isinstance(r.get(k), (int, float))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ".-")
-        ax.set_title(k, fontsize=9)
+        ax.set_title(f"{kind}/{k}", fontsize=9)
+        ax.set_xlabel("epoch" if kind in ("supernet", "enas") else "step", fontsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(keys):]:
         ax.axis("off")
