@@ -111,8 +111,9 @@ class Context:
     def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
         """Rank 0's values of ``tensors`` on every rank (the start DDP would enforce)."""
         if self.active:
-            for t in tensors:
-                torch.distributed.broadcast(t, src=0)
+            with torch.no_grad():  # in place on the storage, outside autograd
+                for t in tensors:
+                    torch.distributed.broadcast(t.detach(), src=0)
 
     def gather_bytes(self, t: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's uint8 tensor of one common size (a generator state), on the CPU."""
@@ -248,7 +249,8 @@ def launch(nproc: int, fn: Callable[..., Any], args: tuple[Any, ...] = (), *,
             pass
     except mp.ProcessExitedException as e:
         sig = f"was killed by {e.signal_name}" if e.signal_name else f"exited with {e.exit_code}"
-        raise RankFailed(f"data-parallel search: rank {e.error_index} (pid {e.pid}) {sig}; the "
+        pid = ctx.processes[e.error_index].pid
+        raise RankFailed(f"data-parallel search: rank {e.error_index} (pid {pid}) {sig}; the "
                          "other ranks were stopped. Resume with --resume RUN_DIR (any "
                          "--nproc)") from None
     except mp.ProcessRaisedException as e:
