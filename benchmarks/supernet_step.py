@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     load0 = os.getloadavg()
-    names = sorted(DEFAULTS) if a.supernet == "all" and not a.config else [a.supernet]
+    # a named config labels its line (its own supernet, not the --supernet default)
+    names = [a.config] if a.config else sorted(DEFAULTS) if a.supernet == "all" else [a.supernet]
     for name in names:
         case = case_from_args(a, name)
         default = Flags()

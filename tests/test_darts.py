@@ -404,3 +404,27 @@ def test_each_fast_path_switch_alone_keeps_the_output_and_gradients():
     for off in ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last"):
         for a, b in zip(plain, run(dataclasses.replace(FastPath(), **{off: False}))):
             assert torch.allclose(a, b, rtol=1e-8, atol=1e-11), off
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_folded_bn_gradients_equal_the_scaled_module_bn(layout):
+    """``w·BN(t)`` as one batch_norm whose scale is ``w`` (the fast path's fold_bn): the same
+    output, input and ``w`` gradients and running statistics as ``w * m(t)``, for a
+    channels_last input and gradient too (where torch's CPU kernel misreads an expanded,
+    stride-0 weight: issue 11's DARTS step mismatch)."""
+    from nasforge.supernets.darts import _bn
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, 8, 4, 4, generator=g, dtype=torch.float64)
+    grad = torch.randn(8, 8, 4, 4, generator=g, dtype=torch.float64)
+    ends = []
+    for fold in (False, True):
+        m = torch.nn.BatchNorm2d(8, affine=False).double().train()
+        x = x0.clone().contiguous(memory_format=fmt).requires_grad_()
+        w = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        out = _bn(m, x, w) if fold else w * m(x)
+        out.backward(grad.contiguous(memory_format=fmt))
+        ends.append((out.detach(), x.grad, w.grad, m.running_mean, m.running_var))
+    for a, b in zip(*ends):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -6,7 +6,9 @@ switch off, from the same weights and the same draws; the updated θ, w and batc
 statistics must agree to float tolerance. In float64, so that rounding stays far below any
 bug (in float32 the cancellations of batch-norm backward on tiny maps differ in the 4th
 digit); one round, so that the updates themselves are compared. And the switches do what they
-say: the θ step builds no weight gradient, the w step no θ gradient.
+say: the θ step builds no weight gradient, the w step no θ gradient. (The DARTS case once
+differed by ~1e-5 in w: torch's CPU batch-norm backward misreads a stride-0 weight when the
+input and gradient are channels_last; ``tests/test_darts.py`` pins the folded BN alone.)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nasforge.spaces.fbnet import FBNetSpace, Skeleton
 from nasforge.spaces.masking import MaskingSpace
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
 from nasforge.supernets.batched import weighted_sum
+from nasforge.supernets.darts import FastPath, set_fast
 from nasforge.supernets.registry import SUPERNETS
 
 TINY_FBNET = Skeleton("fbnet-eq", 12, 8, 2, ((8, 1, 1), (16, 2, 2), (16, 1, 1)), 32,
@@ -70,6 +73,8 @@ def _pair(case: str) -> tuple[SupernetTrainer, SupernetTrainer]:
         n = copy.deepcopy(net)
         if hasattr(n, "batched"):
             n.batched = fast
+        if name == "darts":  # the DARTS cell's own switches (none skipped, folded BN, ...)
+            set_fast(n, FastPath() if fast else FastPath.plain())
         cfg = SupernetConfig(epochs=2, warmup_epochs=0, batch_size=8, w_lr=0.05, theta_lr=0.05,
                              hard=case.endswith("single"), exclusive_grads=fast,
                              channels_last=fast, grad_clip=None, amp=False)
@@ -85,14 +90,7 @@ def _steps(tr: SupernetTrainer, k: int = 1) -> None:
         tr.arch_step(d.val.x, d.val.y)
 
 
-DARTS_OPEN = pytest.mark.xfail(
-    reason="issue 11, open: the DARTS supernet's weights after one round differ beyond float64 "
-    "rounding between the plain and the optimised step (exclusive gradients + channels_last; "
-    "which one is not yet found)", strict=False)
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=DARTS_OPEN) if c == "darts" else c
-                                  for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_optimised_step_equals_plain_step(case):
     plain, fast = _pair(case)
     theta0 = [p.detach().clone() for p in plain.net.arch_parameters()]

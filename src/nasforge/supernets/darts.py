@@ -240,7 +240,12 @@ def avg_pool_3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 def _bn(m: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """``scale · m(x)`` in one ``batch_norm`` call (the module's own running statistics,
-    momentum and counter, updated as ``m.forward`` updates them)."""
+    momentum and counter, updated as ``m.forward`` updates them).
+
+    The scale vector is materialised (``repeat``, not ``expand``): torch's CPU batch-norm
+    backward, for a channels_last input *and* gradient, reads a stride-0 weight wrongly (its
+    input gradient was off by O(1) in float64; ``tests/test_darts.py`` pins it), which made
+    the fast DARTS step differ from the plain one (issue 11)."""
     momentum = 0.0
     if m.training and m.track_running_stats:
         m.num_batches_tracked.add_(1)
@@ -249,7 +254,7 @@ def _bn(m: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch
     use_batch = m.training or m.running_mean is None
     weight, bias = m.weight, m.bias
     if scale is not None:
-        weight = scale.expand(x.shape[1]) if weight is None else weight * scale
+        weight = scale.repeat(x.shape[1]) if weight is None else weight * scale
         bias = None if bias is None else bias * scale
     return F.batch_norm(x, m.running_mean if not m.training or m.track_running_stats else None,
                         m.running_var if not m.training or m.track_running_stats else None,
