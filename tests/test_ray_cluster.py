@@ -6,6 +6,7 @@ killed mid-trial costs one retry — every trial is done, and done exactly once.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sqlite3
 import threading
 import time
@@ -70,8 +71,7 @@ def test_search_on_two_nodes_survives_a_node_killed_mid_trial(cluster, tmp_path)
             assert ray.get_runtime_context().gcs_address == cluster.address
             node2 = next(n["NodeID"] for n in nodes if "node2" in n["Resources"])
             head = next(n["NodeID"] for n in nodes if "node2" not in n["Resources"])
-            cluster_pids = cluster.pids()
-            ips = listening_ips(cluster_pids)
+            ips = listening_ips(cluster.pids() | {os.getpid()})  # the nodes and this driver
             assert ips and ips <= {"127.0.0.1"}, ips  # nothing listens beyond loopback
 
             # negative control: a worker cannot load the driver-only data set by its name

@@ -223,6 +223,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _reread_ray_token(ray: Any) -> None:
+    """Make Ray read its authentication token again (``RAY_AUTH_TOKEN`` /
+    ``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``) when this driver joins a cluster: Ray
+    caches the first token it read in the process, e.g. that of a local cluster run before."""
+    loader = getattr(getattr(ray, "_raylet", None), "AuthenticationTokenLoader", None)
+    with contextlib.suppress(Exception):  # Ray versions without token authentication
+        loader.instance().reset_cache()  # type: ignore[union-attr]
+
+
+def _chain(e: BaseException | None) -> str:
+    """The messages of ``e`` and of every exception it was raised from."""
+    out = []
+    while e is not None and len(out) < 10:
+        out.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class Shipped:
     """An object the driver put in the Ray object store once (``ray.put``); a worker on any
@@ -284,6 +302,7 @@ class RayExecutor(Executor):
                     f"cannot join the Ray cluster at --ray-address {address!r}: nothing "
                     f"answers there ({e}). Start the head first (`ray start --head --port "
                     f"{hp[1]}`), or pass the HOST:PORT that `ray start --head` printed") from None
+        _reread_ray_token(self.ray)
         try:
             if hp is not None and _is_loopback(hp[0]):  # a cluster on 127.0.0.1: so this driver
                 with _ray_loopback(self.ray):
@@ -291,6 +310,12 @@ class RayExecutor(Executor):
             else:
                 self.ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
+            if "InvalidAuthToken" in _chain(e):
+                raise UserError(
+                    f"the Ray cluster at --ray-address {address!r} refused this driver's "
+                    "authentication token: `export RAY_AUTH_MODE=token` and give the head's "
+                    "token (copy its ~/.ray/auth_token here, or set RAY_AUTH_TOKEN / "
+                    "RAY_AUTH_TOKEN_PATH)") from None
             raise UserError(
                 f"cannot join the Ray cluster at --ray-address {address!r}: {e}. Start it "
                 "first (`ray start --head --port PORT` on the head machine, `ray start "
