@@ -52,6 +52,7 @@ def cluster(monkeypatch):
         assert not c.pids(), "processes of the test cluster survived its clean-up"
 
 
+@pytest.mark.slow
 def test_search_on_two_nodes_survives_a_node_killed_mid_trial(cluster, tmp_path):
     import ray
 
