@@ -1,8 +1,15 @@
-"""``nasforge report``: real tiny runs of a differentiable (FBNet) and a sample-based (BlockQNN)
-method, every promised figure written and non-empty, the page parses and embeds everything,
-and (when Chromium is installed) renders to a non-blank screenshot."""
+"""``nasforge report`` for a small real run of every method: every promised figure written,
+non-empty and the very image the page embeds; the page parses and references only embedded
+images; the derived architecture drawn (FBNet boxes, BlockQNN DAG, cell DAGs); a live report of
+a run interrupted mid-search; and (when Chromium is installed) the FBNet and BlockQNN pages
+render to non-blank screenshots.
+
+Each run is made once per module, on first use, by the real search loops on the smallest
+spaces (1–2 steps or trials); only the finish stage's exports (TorchScript/ONNX, tested
+elsewhere) are skipped and the final latency is measured with 5 repeats instead of 100."""
 
 import base64
+import json
 import shutil
 import subprocess
 import sys
@@ -15,44 +22,82 @@ from nasforge.errors import UserError
 
 pytest.importorskip("matplotlib")
 
-FB = ["search", "fbnet", "--dataset", "digits", "--subset", "100", "--batch-size", "40",
-      "--epochs", "2", "--cost", "flops", "--samples", "2", "--candidate-epochs", "1",
-      "--train-epochs", "1", "--no-progress"]
-BQ = ["search", "blockqnn", "--dataset", "digits", "--subset", "100", "--space", "nsc-fast",
-      "--max-trials", "2", "--eval-epochs", "1", "--eval-budget", "5", "--top", "1",
-      "--train-epochs", "1",
-      "--no-progress"]
-PROMISED = {"fbnet": {"tradeoff.png", "distribution.png", "theta.png", "curves.png",
-                      "budget.png"},
-            "blockqnn": {"tradeoff.png", "reward.png", "budget.png"}}
+TINY = ["--dataset", "digits", "--subset", "32", "--train-epochs", "1", "--candidate-epochs",
+        "0", "--no-progress"]
+SUPERNET = [*TINY, "--batch-size", "8", "--epochs", "1", "--epoch-steps", "1"]
+SAMPLED = [*TINY, "--space", "nsc-fast", "--max-trials", "2", "--eval-epochs", "1",
+           "--eval-budget", "2", "--eval-batch-size", "16", "--top", "1"]
+NB201 = "nb201-report-tiny"
+DARTS = "darts-report-tiny"
+RUNS = {
+    "fbnet": ["fbnet", *SUPERNET, "--epochs", "2", "--space", "fbnet-small", "--cost", "flops",
+              "--samples", "1"],
+    "fbnetv2": ["fbnetv2", *SUPERNET, "--samples", "1"],
+    "densenas": ["densenas", *SUPERNET, "--cost", "flops", "--samples", "1"],
+    "darts": ["darts", *SUPERNET, "--space", DARTS, "--order", "1"],
+    "enas": ["enas", *TINY, "--batch-size", "16", "--epochs", "2", "--epoch-steps", "1",
+             "--space", NB201, "--controller-steps", "1", "--controller-aggregate", "2",
+             "--samples", "2"],
+    "jointnas": ["jointnas", *TINY, "--max-trials", "2", "--eval-budget", "0.5", "--flops",
+                 "2e6", "--free-samples", "20", "--early-stop", "0.25", "--selector-archs", "2",
+                 "--batch", "2", "--top", "1", "--eval-batch-size", "16",
+                 "--train-budget", "0.5"],
+    **{m: [m, *SAMPLED] for m in ("blockqnn", "evolution", "reinforce", "random")},
+}
+SUPERNET_FIGS = {"tradeoff.png", "distribution.png", "curves.png", "budget.png"}
+SAMPLED_FIGS = {"tradeoff.png", "reward.png", "budget.png"}
+PROMISED = {"fbnet": SUPERNET_FIGS | {"theta.png"}, "fbnetv2": SUPERNET_FIGS,
+            "densenas": SUPERNET_FIGS, "darts": SUPERNET_FIGS | {"alpha.png"},
+            "enas": SUPERNET_FIGS | {"alpha.png"}, "jointnas": SAMPLED_FIGS,
+            **{m: SAMPLED_FIGS for m in ("blockqnn", "evolution", "reinforce", "random")}}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(base, name, args):
-    rd = base / name
-    assert main([*args, "--out", str(rd)]) == 0
-    assert main(["report", str(rd)]) == 0
-    return rd
+def _register_tiny_cells():
+    from nasforge.spaces import darts as ds
+    from nasforge.spaces import nb201 as ns
+
+    for reg, cfg in ((ns.CONFIGS, ns.NB201Config(NB201, 28, 1, channels=4, cells_per_stage=1)),
+                     (ds.CONFIGS, ds.DartsConfig(DARTS, 28, 1, cells=3, channels=4,
+                                                 final_cells=3, final_channels=4))):
+        if cfg.name not in reg:
+            reg.register(cfg.name, cfg)
 
 
 @pytest.fixture(scope="module")
-def fb_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("report-fb"), "fbnet", FB)
+def make_run(tmp_path_factory):
+    """``make_run(method)``: the run directory of a tiny real run of ``method``, reported."""
+    from nasforge.cost import measure as cm
+    from nasforge.methods import finish, jointnas
 
+    _register_tiny_cells()
+    base, made = tmp_path_factory.mktemp("report-runs"), {}
 
-@pytest.fixture(scope="module")
-def bq_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("report-bq"), "blockqnn", BQ)
+    def no_export(model, arch, input_shape, out_dir):
+        arch.save(out_dir / "arch.json")
+        return {"skipped": "report tests (exports are tested in test_export_trainer)"}
 
+    def quick_latency(module, input_shape, **kw):
+        return cm.measure_latency(module, input_shape, **{**kw, "warmup": 2, "repeats": 5})
 
-@pytest.fixture
-def runs(request):
-    """Only the run a test asks for (each tiny run is made once per module, on first use)."""
-    method = request.node.callspec.params.get("method") if hasattr(request.node, "callspec") \
-        else None
-    return {m: request.getfixturevalue(f) for m, f in (("fbnet", "fb_run"),
-                                                       ("blockqnn", "bq_run"))
-            if method in (None, m)}
+    def make(method):
+        if method not in made:
+            rd = base / method
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(finish, "export_model", no_export)
+                mp.setattr(jointnas, "export_model", no_export)
+                mp.setattr(finish, "measure_latency", quick_latency)
+                assert main(["search", *RUNS[method], "--out", str(rd)]) == 0
+            assert main(["report", str(rd)]) == 0
+            made[method] = rd
+        return made[method]
+
+    yield make
+    from nasforge.spaces import darts as ds
+    from nasforge.spaces import nb201 as ns
+
+    ns.CONFIGS.unregister(NB201)
+    ds.CONFIGS.unregister(DARTS)
 
 
 class _Page(HTMLParser):
@@ -67,35 +112,44 @@ class _Page(HTMLParser):
                 self.refs.append((tag, k, v or ""))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["fbnet", "blockqnn"])
-def test_every_promised_figure_is_written_and_embedded(runs, method):
-    rd = runs[method]
-    page = (rd / "report.html").read_text()
+def _embedded(page):
     p = _Page()
     p.feed(page)
     p.close()
-    assert "svg" in p.tags and "table" in p.tags
     # only embedded images: every src is a data URI, nothing else is fetched or linked
     assert p.refs and all(k == "src" and v.startswith("data:image/png;base64,")
                           for _, k, v in p.refs), [r[:2] + (r[2][:40],) for r in p.refs]
     assert "<link" not in page and "<script" not in page and "url(http" not in page
-    embedded = {base64.b64decode(v.split(",", 1)[1]) for _, _, v in p.refs}
-    for f in PROMISED[method]:
+    return p, {base64.b64decode(v.split(",", 1)[1]) for _, _, v in p.refs}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(RUNS))
+def test_every_promised_figure_is_written_and_embedded(make_run, method):
+    from nasforge.report import evidence
+    from nasforge.report.html import expected_figures
+
+    rd = make_run(method)
+    page = (rd / "report.html").read_text()
+    p, embedded = _embedded(page)
+    assert "svg" in p.tags and "table" in p.tags
+    written = {f.name for f in rd.glob("*.png")}
+    assert PROMISED[method] <= written, PROMISED[method] - written
+    assert set(expected_figures(evidence.load(rd))) == written  # nothing drawn unannounced
+    for f in written:
         data = (rd / f).read_bytes()
-        assert data.startswith(PNG) and len(data) > 5000, f
+        assert data.startswith(PNG) and len(data) > 3000, f
         assert data in embedded, f"{f} is not the image the page shows"
+    assert len(embedded) == len(written)
     svg = (rd / "arch.svg").read_text()
-    assert svg.startswith("<svg") and svg in page
+    assert svg.startswith("<svg") and svg in page and "<rect" in svg
     for key in ("test acc", "Device fingerprint", "Configuration", "result.json", "Budget"):
         assert key in page, key
 
 
 @pytest.mark.slow
-def test_fbnet_diagram_has_one_box_per_layer_with_its_block(fb_run):
-    import json
-
-    rd = fb_run
+def test_fbnet_diagram_has_one_box_per_layer_with_its_block(make_run):
+    rd = make_run("fbnet")
     genes = json.loads((rd / "result.json").read_text())["arch"]["genes"]
     svg = (rd / "arch.svg").read_text()
     assert svg.count("<rect") == len(genes) + 2  # stem, layers, head
@@ -105,15 +159,154 @@ def test_fbnet_diagram_has_one_box_per_layer_with_its_block(fb_run):
 
 
 @pytest.mark.slow
-def test_blockqnn_report_reads_every_trial_of_the_store(bq_run):
+@pytest.mark.parametrize("method", ["darts", "enas"])
+def test_cell_runs_draw_their_cells_as_dags_with_every_op(make_run, method):
+    """DARTS (normal + reduction cell) and ENAS (here the NAS-Bench-201 cell): one labelled
+    curve per kept edge, every op of the derived genotype written on the diagram."""
+    from nasforge.models.nb201 import EDGES
+
+    rd = make_run(method)
+    genes = json.loads((rd / "result.json").read_text())["arch"]["genes"]
+    svg = (rd / "arch.svg").read_text()
+    edges = svg.split("</defs>", 1)[1].count("<path")  # the arrow marker's path is in <defs>
+    if isinstance(genes, str):  # NAS-Bench-201
+        ops = [e.split("~")[0] for node in genes.split("+") for e in node.strip("|").split("|")]
+        kept = [op for op in ops if op != "none"]
+        assert len(ops) == len(EDGES) and edges == len(kept)
+    else:
+        kept = [op for cell in ("normal", "reduce") for op, _ in genes[cell]]
+        concat = len(genes["normal_concat"]) + len(genes["reduce_concat"])
+        assert edges == len(kept) + concat and "reduce cell" in svg
+    for op in set(kept):
+        assert f">{op}<" in svg
+
+
+@pytest.mark.slow
+def test_sampled_report_reads_every_trial_of_the_store(make_run):
     from nasforge.report import evidence
 
-    ev = evidence.load(bq_run)
+    rd = make_run("blockqnn")
+    ev = evidence.load(rd)
     done = [t for t in ev.trials if t["status"] == "done"]
     assert len(done) == ev.search["trials_done"] >= 1
     pts = [p for p in evidence.tradeoff_points(ev) if p["source"] == "trial"]
     assert len(pts) == len(done) and all(p["val_acc"] is not None for p in pts)
-    assert "<line" in (bq_run / "arch.svg").read_text()  # the DAG's edges
+    assert "<line" in (rd / "arch.svg").read_text()  # the DAG's edges
+    trials = [r for r in ev.scalars if r["kind"] == "trial"]  # logged as they finished
+    assert sorted(r["step"] for r in trials) == sorted(t["id"] for t in done)
+    assert trials[-1]["best"] == max(t["metrics"]["reward"] for t in done)
+
+
+@pytest.mark.slow
+def test_live_report_of_a_search_interrupted_after_two_epochs(tmp_path, monkeypatch):
+    """A supernet search stopped after its 2nd of 4 epochs (no search.json, no result.json:
+    the directory as a running search leaves it), one scalar line half written: the live
+    report draws the distribution and curves of the 2 epochs logged so far."""
+    import nasforge
+    from nasforge.report import evidence
+    from nasforge.strategies.bilevel import SupernetTrainer
+
+    class Stop(Exception):
+        pass
+
+    save = SupernetTrainer.save
+
+    def save_then_stop(self):
+        save(self)
+        if self.state.epoch == 2:
+            raise Stop
+
+    monkeypatch.setattr(SupernetTrainer, "save", save_then_stop)
+    rd = tmp_path / "live"
+    with pytest.raises(Stop):
+        nasforge.search("fbnet", dataset="digits", subset=32, batch_size=8, epochs=4,
+                        epoch_steps=1, space="fbnet-small", cost="flops", out=str(rd),
+                        progress=False)
+    assert not (rd / "search.json").exists() and not (rd / "result.json").exists()
+    with open(rd / "scalars.jsonl", "a") as fh:
+        fh.write('{"kind": "supernet", "step": 2, "w_lo')  # a write in progress
+    assert main(["report", str(rd)]) == 2  # a finished-run report needs result.json
+    assert main(["report", str(rd), "--live"]) == 0
+    ev = evidence.load(rd, live=True)
+    assert [h["epoch"] for h in ev.history] == [0, 1]
+    assert len(evidence.distributions(ev)[0][2]) == 2  # two epochs of each layer's p_θ
+    for f in ("distribution.png", "curves.png", "live.png"):
+        assert (rd / f).read_bytes().startswith(PNG), f
+    page = (rd / "report.html").read_text()
+    assert "has not finished" in page
+    _embedded(page)
+
+
+@pytest.mark.slow
+def test_live_report_of_a_sampled_run_mid_search(make_run, tmp_path):
+    """The trial store and scalars of a sample-based run, before search.json and
+    result.json exist."""
+    live = tmp_path / "live"
+    shutil.copytree(make_run("blockqnn"), live)
+    for f in ["result.json", "search.json", "run.json", *[p.name for p in live.glob("*.png")]]:
+        (live / f).unlink()
+    assert main(["report", str(live), "--live"]) == 0
+    for f in ("reward.png", "live.png"):
+        assert (live / f).read_bytes().startswith(PNG), f
+    assert "has not finished" in (live / "report.html").read_text()
+
+
+def _validation(space, fingerprint, n=6):
+    """A ``nasforge lut validate`` report (its format, cost/validate.py) with ``n`` archs."""
+    archs = [{"genes": [], "measured_us": 1000.0 * (1 + i), "plain_us": 1150.0 * (1 + i),
+              "improved_us": 1020.0 * (1 + i)} for i in range(n)]
+    return {"space": space, "target": "cpu", "fingerprint": fingerprint, "statistic": "min",
+            "samples": n, "scores": {"plain": {"mape": 15.0, "within_10": 0.0,
+                                               "kendall_tau": 1.0},
+                                     "improved": {"mape": 2.0, "within_10": 1.0,
+                                                  "kendall_tau": 1.0}}, "archs": archs}
+
+
+@pytest.mark.slow
+def test_lut_predicted_vs_measured_when_a_validation_exists(make_run, tmp_path, monkeypatch):
+    """A run that used a latency table, validated in the per-device cache: the page shows
+    lut.png and the predictors' scores; another table's validation is not taken for it."""
+    from nasforge.cost.lut import LatencyTable, cache_path
+    from nasforge.report import evidence
+
+    monkeypatch.setenv("NASFORGE_CACHE", str(tmp_path / "cache"))
+    rd = tmp_path / "run"
+    shutil.copytree(make_run("fbnet"), rd)
+    for f in ("search.json", "run.json", "scalars.jsonl"):  # only the figures this test is about
+        (rd / f).unlink()
+    fp = {"target": "cpu", "cpu": "test", "threads": 1}
+    LatencyTable("fbnet-small", "cpu", fp, {"a": 1.0}).save(rd / "lut.json")
+    cached = cache_path("fbnet-small", fp, "min")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    other = cached.with_name(cached.stem + ".validate.json")
+    other.write_text(json.dumps(_validation("fbnet-small", {**fp, "threads": 2})))
+    assert evidence.lut_validation(rd) is None  # another device's validation
+    other.write_text(json.dumps(_validation("fbnet-small", fp)))
+    assert main(["report", str(rd)]) == 0
+    assert (rd / "lut.png").read_bytes().startswith(PNG)
+    page = (rd / "report.html").read_text()
+    assert "LUT validation" in page and "MAPE" in page and ">15<" in page
+    assert evidence.lut_points(evidence.lut_validation(rd))["plain"][0] == (1.0, 1.15)
+
+
+def test_nasnet_and_nb201_cells_are_drawn_as_dags():
+    import numpy as np
+
+    from nasforge.models.nasnet import unused
+    from nasforge.report.diagram import arch_svg
+    from nasforge.spaces.registry import get_space
+
+    space = get_space("nasnet")
+    genes = space.sample(np.random.default_rng(0)).to_dict()["genes"]
+    svg = arch_svg("nasnet", genes).split("</defs>", 1)[1]  # the arrow marker's path
+    n_out = sum(len(unused(genes[c])) for c in ("normal", "reduce"))
+    assert svg.count("<path") == 2 * 2 * 5 + n_out  # 2 op edges per block, + concat edges
+    assert "block 4 (+)" in svg and "reduce cell" in svg
+    for op in {b[k] for c in ("normal", "reduce") for b in genes[c] for k in (2, 3)}:
+        assert f">{op}<" in svg
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|none~2|"
+    svg = arch_svg("nb201-fmnist", cell).split("</defs>", 1)[1]
+    assert svg.count("<path") == 4 and ">none<" not in svg and ">avg_pool_3x3<" in svg
 
 
 def test_pareto_front_keeps_only_non_dominated_points():
@@ -151,12 +344,12 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install "
                                                 "chromium; .ci/run installs it)")
 @pytest.mark.parametrize("method", ["fbnet", "blockqnn"])
-def test_page_renders_in_headless_chromium(runs, method, tmp_path):
+def test_page_renders_in_headless_chromium(make_run, method, tmp_path):
     import matplotlib.image as mpimg
     import numpy as np
 
     shot = tmp_path / f"{method}.png"
-    page = runs[method] / "report.html"
+    page = make_run(method) / "report.html"
     subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                     "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
                     f"--screenshot={shot}", "--window-size=1400,2000",
@@ -171,24 +364,8 @@ def test_page_renders_in_headless_chromium(runs, method, tmp_path):
     assert (colour > 0.15).mean() > 0.005  # coloured figures/diagram boxes rendered
 
 
-@pytest.mark.slow
-def test_live_report_of_a_run_without_result_json(bq_run, tmp_path):
-    live = tmp_path / "live"
-    shutil.copytree(bq_run, live)
-    (live / "result.json").unlink()
-    for f in live.glob("*.png"):
-        f.unlink()
-    assert main(["report", str(live)]) == 2  # a finished-run report needs result.json
-    assert main(["report", str(live), "--live"]) == 0
-    assert (live / "reward.png").read_bytes().startswith(PNG)
-    assert "has not finished" in (live / "report.html").read_text()
-
-
 def test_compare_writes_one_table_and_one_pareto_plot(tmp_path):
     """Two hand-made finished runs (their result.json only) compared side by side."""
-    import json
-
-
     base = {"space": "fbnet-small", "dataset": "digits", "seed": 0,
             "arch": {"space": "fbnet-small", "genes": ["skip"] * 5}, "params": 10, "flops": 20,
             "search_seconds": 1.0, "train_seconds": 1.0, "epochs": {"search": 1, "train": 1}}

@@ -58,7 +58,7 @@ def expected_figures(ev: evi.Evidence) -> list[str]:
         out.append("budget.png")
     if ev.validation is not None and evi.lut_points(ev.validation):
         out.append("lut.png")
-    if ev.scalars:
+    if ev.scalars and not ev.result:  # a finished run's curves/reward show the same numbers
         out.append("live.png")
     return out
 

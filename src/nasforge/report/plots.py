@@ -284,7 +284,7 @@ def budget_bars(budget: dict[str, Any], path: Path) -> Path:
 SCALAR_SKIP = ("step", "time", "kind", "epoch", "seconds", "elapsed_s")
 
 
-def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 12) -> Path:
+def scalar_lines(records: list[dict[str, Any]], path: Path, max_panels: int = 8) -> Path:
     """Each numeric scalar of ``scalars.jsonl`` against its step, one panel per
     ``kind/name`` (supernet/ENAS epochs, trials, verified candidates)."""
     plt = _plt()
