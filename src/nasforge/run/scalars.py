@@ -47,10 +47,10 @@ def _clean(v: Any) -> Any:
 
 
 def run_dir_of(where: str | Path) -> Path:
-    """The run directory of ``where``: the directory itself, or the folder of a file in it (a
-    checkpoint, the trial store)."""
+    """The run directory of ``where``: a directory (existing, or a path without a file suffix)
+    itself, or the folder of a file in it (``supernet.ckpt``, ``trials.sqlite``)."""
     p = Path(where)
-    return p if p.is_dir() else p.parent
+    return p if p.is_dir() or not p.suffix else p.parent
 
 
 def _tensorboard(rd: Path) -> Any:
