@@ -36,7 +36,7 @@ MASTER_ADDR = "127.0.0.1"
 TIMEOUT_ENV = "NASFORGE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
 #: seconds the launcher gives the other ranks to stop after one failed, before SIGKILL
-GRACE_S = 3.0
+GRACE_S = 1.0
 _SPAWNED = "NASFORGE_SPAWNED"
 
 
