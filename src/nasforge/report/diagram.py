@@ -97,6 +97,13 @@ def nsc_dag(layers: list[list[Any]]) -> str:
             if p not in pos:
                 continue
             (x0, y0), (x1, y1) = pos[p], pos[idx]
+            if x0 == x1 and depth[idx] - depth[p] > 1:  # a skip past the boxes between: bend
+                bx = x0 + BOX_W + 28 * (depth[idx] - depth[p])
+                my = (y0 + y1) / 2 + BOX_H / 2
+                body.append(f"<path d='M{x0 + BOX_W},{y0 + BOX_H / 2} Q{bx},{my}"
+                            f" {x1 + BOX_W},{y1 + BOX_H / 2}' fill='none' stroke='#333' "
+                            "marker-end='url(#a)'/>")
+                continue
             body.append(f"<line x1='{x0 + BOX_W / 2}' y1='{y0 + BOX_H}' x2='{x1 + BOX_W / 2}' "
                         f"y2='{y1}' stroke='#333' marker-end='url(#a)'/>")
     fill = {"conv": "#93c5fd", "max_pool": "#fca5a5", "avg_pool": "#fca5a5",
@@ -104,7 +111,7 @@ def nsc_dag(layers: list[list[Any]]) -> str:
     for idx, lines in nodes:
         typ = lines[0].split(" ")[-1]
         body.append(_box(*pos[idx], lines, fill.get(typ, "#fde68a")))
-    w = 20 + max(per_depth.values()) * (BOX_W + 30)
+    w = 20 + max(per_depth.values()) * (BOX_W + 30) + 28 * max(depth.values())
     h = 20 + (max(depth.values()) + 1) * (BOX_H + 34)
     return _svg(w, h, "".join(body))
 

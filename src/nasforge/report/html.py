@@ -110,7 +110,9 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v:.4g}"
+    if isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values()):
+        return " · ".join(f"{k} {_fmt(x)}" for k, x in v.items())  # e.g. seconds per stage
     if isinstance(v, (dict, list)):
         return json.dumps(v, default=str)
     return str(v)
