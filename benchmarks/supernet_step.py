@@ -22,6 +22,16 @@ peak allocated bytes; on CPU the peak tensor bytes a step creates
     python benchmarks/supernet_step.py --config densenas-224-b4 --json
     python benchmarks/supernet_step.py --supernet dmasking --size 32 --batch 16 --mode soft
     python benchmarks/supernet_step.py --supernet all --size 32 --batch 8 --rounds 3
+    python benchmarks/supernet_step.py --supernet fbnet --space fbnet-fmnist --size 28 \
+        --batch 32 --nproc 1 2
+
+``--nproc N`` (one or more values) times the data-parallel step (:mod:`nasforge.distributed`,
+gloo on CPU, NCCL on CUDA, 127.0.0.1): N processes, ``--batch`` the global batch (each rank
+batch/N), the w and θ gradients all-reduced. ``--threads`` is then the CPU threads of the whole
+job (each rank gets threads/N, at least 1). Per rank: ms/step (median), the step's peak tensor
+memory and the process's peak RSS; the job's ms/step is the slowest rank's. With several
+values the first is the base of the speed-up (t_base / t_N) and the scaling efficiency
+(speed-up × base / N).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from typing import Any
 
 import torch
 
+from nasforge import distributed
 from nasforge.cost.loss import CostLoss
 from nasforge.cost.model import CostModel
 from nasforge.data import Dataset, TensorSplit
@@ -134,7 +145,8 @@ def build(case: Case, device: torch.device) -> tuple[torch.nn.Module, Dataset]:
     return net, _data(shape, case.batch, case.classes, device)
 
 
-def trainer(net: torch.nn.Module, data: Dataset, case: Case, f: Flags) -> SupernetTrainer:
+def trainer(net: torch.nn.Module, data: Dataset, case: Case, f: Flags,
+            dist: distributed.Context = distributed.SINGLE) -> SupernetTrainer:
     """The shared loop over a copy of ``net`` with the switches of ``f``."""
     net = copy.deepcopy(net)
     if hasattr(net, "batched"):
@@ -148,7 +160,8 @@ def trainer(net: torch.nn.Module, data: Dataset, case: Case, f: Flags) -> Supern
                          hard=case.mode == "single", grad_clip=clip, amp=f.amp,
                          exclusive_grads=f.exclusive, channels_last=f.channels_last,
                          compile=f.compile, **kw)
-    return SupernetTrainer(net, data, cfg, CostLoss(form=case.loss), progress=False)
+    return SupernetTrainer(net, data, cfg, CostLoss(form=case.loss), progress=False,
+                           dist=dist)
 
 
 def _sync(device: torch.device) -> None:
@@ -158,6 +171,10 @@ def _sync(device: torch.device) -> None:
 
 def step(tr: SupernetTrainer) -> None:
     d = tr.data
+    if tr.dist.active:  # this rank's shard of the global batch
+        tr.weight_step(*tr._get("train", torch.arange(len(d.train.y))))
+        tr.arch_step(*tr._get("val", torch.arange(len(d.val.y))))
+        return
     tr.weight_step(d.train.x, d.train.y)
     tr.arch_step(d.val.x, d.val.y)
 
@@ -175,10 +192,11 @@ def peak_mb(tr: SupernetTrainer) -> float:
 
 
 def measure(case: Case, variants: list[tuple[str, Flags]], device: torch.device, rounds: int,
-            warmup: int, memory: bool = True) -> list[dict[str, Any]]:
+            warmup: int, memory: bool = True,
+            dist: distributed.Context = distributed.SINGLE) -> list[dict[str, Any]]:
     """Median ms per step of each variant, the variants interleaved round by round."""
     net, data = build(case, device)
-    trs = [trainer(net, data, case, f) for _, f in variants]
+    trs = [trainer(net, data, case, f, dist) for _, f in variants]
     for tr in trs:
         tr.net.train()
     times: list[list[float]] = [[] for _ in trs]
@@ -199,8 +217,82 @@ def measure(case: Case, variants: list[tuple[str, Flags]], device: torch.device,
                      "cpu_ms_per_step": round(statistics.median(cs), 2),
                      "images_per_s": round(2 * case.batch / (ms / 1e3), 2),
                      "peak_memory_mb": round(peak_mb(tr), 1) if memory else None,
-                     "rounds": len(ts), "min_ms": round(min(ts), 2)})
+                     "rounds": len(ts), "min_ms": round(min(ts), 2),
+                     "max_rss_mb": round(_max_rss_mb(), 1)})
     return rows
+
+
+def _max_rss_mb() -> float:
+    """This process's peak resident set (Linux: ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rank(case: Case, device: str, rounds: int, warmup: int, memory: bool, out: str) -> None:
+    """One rank of ``--nproc``: the default step on this rank's shard; its row to ``out``."""
+    dev = torch.device(device)
+    ctx = distributed.init(dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
+    row = measure(case, [("default", Flags())], dev, rounds, warmup, memory, ctx)[0]
+    with open(f"{out}/rank{ctx.rank}.json", "w", encoding="utf-8") as f:
+        json.dump({**row, "rank": ctx.rank, "threads": torch.get_num_threads()}, f)
+
+
+def measure_parallel(case: Case, nproc: int, device: torch.device, threads: int, rounds: int,
+                     warmup: int, memory: bool) -> dict[str, Any]:
+    """The data-parallel step on ``nproc`` ranks: each rank's row and the job's ms/step."""
+    import tempfile
+
+    if case.batch % nproc:
+        raise UserError(f"--batch {case.batch} is not divisible by --nproc {nproc}")
+    with tempfile.TemporaryDirectory() as out:
+        distributed.launch(nproc, _rank, (case, device.type, rounds, warmup, memory, out),
+                           threads=max(1, threads // nproc))
+        ranks = [json.load(open(f"{out}/rank{r}.json", encoding="utf-8"))
+                 for r in range(nproc)]
+    ms = max(r["ms_per_step"] for r in ranks)
+    return {"nproc": nproc, "ms_per_step": ms,
+            "images_per_s": round(2 * case.batch / (ms / 1e3), 2),
+            "threads_per_rank": ranks[0]["threads"],
+            "peak_memory_mb": [r["peak_memory_mb"] for r in ranks],
+            "max_rss_mb": [r["max_rss_mb"] for r in ranks],
+            "rank_ms_per_step": [r["ms_per_step"] for r in ranks]}
+
+
+def main_parallel(a: argparse.Namespace, device: torch.device) -> int:
+    """``--nproc N…``: the step on each N, speed-up and scaling efficiency against the first."""
+    if a.ablate or a.compile or a.supernet == "all":
+        raise UserError("--nproc times the default step of one supernet: drop --ablate, "
+                        "--compile and --supernet all")
+    case = case_from_args(a, a.config or a.supernet)
+    load0 = os.getloadavg()
+    rows = [measure_parallel(case, n, device, a.threads, a.rounds, a.warmup, not a.no_memory)
+            for n in a.nproc]
+    base = rows[0]
+    for r in rows:
+        r["speedup"] = round(base["ms_per_step"] / r["ms_per_step"], 3)
+        r["efficiency"] = round(r["speedup"] * base["nproc"] / r["nproc"], 3)
+    load1 = os.getloadavg()
+    if a.json:
+        for r in rows:
+            print(json.dumps({"case": asdict(case), "device": device.type,
+                              "threads_total": a.threads,
+                              "load_before": [round(v, 2) for v in load0],
+                              "load_after": [round(v, 2) for v in load1], **r}))
+        return 0
+    print(f"{case.supernet}: {case.space} {case.size}², global batch {case.batch}, "
+          f"{case.classes} classes, {case.mode}; {device.type}, {a.threads} threads in all, "
+          f"median of {a.rounds} rounds; load {load0[0]:.1f} → {load1[0]:.1f}")
+    print(f"  {'nproc':>5s} {'ms/step':>9s} {'img/s':>8s} {'speed-up':>9s} {'effic.':>7s} "
+          f"{'threads/rank':>12s}  step peak MB / peak RSS MB per rank")
+    for r in rows:
+        mem = ", ".join(f"{m if m is not None else '-'} / {rss:.0f}"
+                        for m, rss in zip(r["peak_memory_mb"], r["max_rss_mb"]))
+        print(f"  {r['nproc']:5d} {r['ms_per_step']:9.1f} {r['images_per_s']:8.1f} "
+              f"{r['speedup']:8.2f}× {r['efficiency']:7.2f} {r['threads_per_rank']:12d}  {mem}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,9 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     ap.add_argument("--json", action="store_true", help="one JSON line per case")
+    ap.add_argument("--nproc", type=int, nargs="+",
+                    help="data-parallel processes (one or more values: 1 2)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if a.nproc:
+        try:
+            return main_parallel(a, device)
+        except UserError as e:
+            print(f"supernet_step: {e}", file=sys.stderr)
+            return 2
     load0 = os.getloadavg()
     # a named config labels its line (its own supernet, not the --supernet default)
     names = [a.config] if a.config else sorted(DEFAULTS) if a.supernet == "all" else [a.supernet]
