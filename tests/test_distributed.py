@@ -1,6 +1,7 @@
 """Data-parallel supernet search on torch.distributed: 2 gloo processes on 127.0.0.1 (CPU).
 
-- every rank holds the same θ and w after k steps, while each draws its own Gumbel noise;
+- every rank holds the same θ and w after k steps, while each draws its own Gumbel noise
+  (FBNet), and the same α with DenseNAS's op sampling and its rescale of the drawn ops;
   only rank 0 writes the checkpoint, which carries both ranks' noise streams;
 - 2 processes = 1 process at the same global batch (deterministic mode: a supernet without
   sampling noise and without batch statistics; tolerance 1e-5 absolute on every parameter,
@@ -24,8 +25,10 @@ from torch import nn
 
 from nasforge import distributed
 from nasforge.cost.loss import CostLoss
+from nasforge.spaces.dense import DenseSpace, DenseSpec
 from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
+from nasforge.supernets.densenas import DenseSupernet
 from nasforge.supernets.fbnet import FBNetSupernet
 from nasforge.testing import tiny_dataset
 
@@ -60,8 +63,27 @@ def _fbnet_rank(out: str) -> None:
     g.set_state(t.gumbel_gen.get_state())
     draw = torch.rand(4, generator=g)  # the first draws of this rank's noise stream
     t.fit()
+    dense = _dense_trainer(ctx)
+    dense.fit()
     torch.save({"net": t.net.state_dict(), "draw": draw, "writes": writes,
-                "history": t.state.history}, Path(out) / f"rank{ctx.rank}.pt")
+                "history": t.state.history,
+                "alpha": [a.detach() for a in dense.net.arch_parameters()]},
+               Path(out) / f"rank{ctx.rank}.pt")
+
+
+def _dense_trainer(dist: distributed.Context) -> SupernetTrainer:
+    """DenseNAS with the official op sampling: its θ-step hook rescales the drawn ops' α."""
+    spec = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16),
+                     sizes=(8, 8, 8, 4, 4), layers=(0, 1, 2, 1, 1), last_channels=24,
+                     connect=3, stages=(0, 1, 1, 2, 2, 3), in_channels=1)
+    torch.manual_seed(0)
+    net = DenseSupernet(DenseSpace(spec), 5, 1, cost="flops")
+    net.set_op_sampling(weight_ops=1, arch_ops=2)
+    cfg = SupernetConfig(epochs=2, warmup_epochs=1, batch_size=16, w_lr=0.2, theta_lr=3e-2,
+                         tau0=1.0, tau_decay=0.0)
+    return SupernetTrainer(net, tiny_dataset(32, 32, 16, size=16, num_classes=5), cfg,
+                           CostLoss(form="additive", lam=0.15, base=15), seed=0,
+                           progress=False, dist=dist)
 
 
 def test_two_ranks_hold_identical_theta_and_weights_and_only_rank_0_writes(tmp_path):
@@ -74,6 +96,9 @@ def test_two_ranks_hold_identical_theta_and_weights_and_only_rank_0_writes(tmp_p
         if "running" not in k and "num_batches" not in k:  # BN statistics stay per rank
             assert torch.equal(v, r1["net"][k]), k
     assert r0["history"] == r1["history"]  # metrics reduced over the ranks
+    start = [a.detach() for a in _dense_trainer(distributed.SINGLE).net.arch_parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(r0["alpha"], start))
+    assert all(torch.equal(a, b) for a, b in zip(r0["alpha"], r1["alpha"]))  # DenseNAS too
     ckpt = str(tmp_path / "s.ckpt")
     assert r0["writes"] == [ckpt, ckpt] and r1["writes"] == []
     sd = torch.load(ckpt, weights_only=True)

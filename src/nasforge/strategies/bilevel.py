@@ -27,7 +27,9 @@ Data parallel (``dist``: a :class:`nasforge.distributed.Context` with world size
 step, θ in a θ step) are averaged over the ranks in one all-reduce before the clip and the
 optimiser step, so every rank holds the same w and θ after every step. Each rank draws its own
 Gumbel / op-sampling and augmentation noise (rank 0 the single-process streams, rank r > 0
-streams seeded from (seed, r)); epoch metrics and seconds are reduced over the ranks, so the
+streams seeded from (seed, r)), except the θ-step draw of a supernet whose after-step hook
+reads it (DenseNAS's rescale of the drawn ops' α), which comes from one stream all ranks
+share; epoch metrics and seconds are reduced over the ranks, so the
 history and the time budget are the same on all of them. BatchNorm statistics stay per rank
 (batch/N images each, as under DDP). Rank 0 alone writes the checkpoint, which holds every
 rank's noise streams (a resume with another N re-seeds the ranks it has no stream for).
@@ -228,6 +230,9 @@ class SupernetTrainer:
         self.data_gen = torch.Generator().manual_seed(seed)  # the same on every rank
         self.aug_gen = torch.Generator().manual_seed(self._rank_seed(1))
         self.gumbel_gen = torch.Generator(device=self.device).manual_seed(self._rank_seed(2))
+        # the same on every rank (used only under data parallelism, see arch_step)
+        self.shared_gen = torch.Generator(device=self.device).manual_seed(
+            seed_for(seed, 0, 3))
         self._shared_s = 0.0  # data parallel: the ranks' mean seconds into the epoch
         self._t_epoch = time.perf_counter()
         self.state = LoopState(planned_epochs=config.epochs, planned_warmup=config.warmup_epochs)
@@ -294,9 +299,11 @@ class SupernetTrainer:
         return loss.detach(), (logits.argmax(1) == y).sum(), cost
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sample = self.net.sample_relaxation(self.gumbel_gen, self.tau(), self.cfg.hard,
-                                            phase="arch")
         before = self.net.snapshot_arch()
+        # a supernet whose after-step hook reads the draw (DenseNAS rescales the drawn ops'
+        # α) draws its θ-step ops from a stream every rank shares, so θ stays identical
+        gen = self.shared_gen if self.dist.active and before is not None else self.gumbel_gen
+        sample = self.net.sample_relaxation(gen, self.tau(), self.cfg.hard, phase="arch")
         self.a_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
         if self.cfg.arch_order == 2:  # ∇α L_val(w − ξ∇w L_train(w, α), α), ξ = the w lr
             loss, ce, cost, logits = unrolled_arch_grad(
@@ -521,6 +528,7 @@ class SupernetTrainer:
             "gumbel_gen": self.gumbel_gen.get_state(),
             "rng": rng_state(),
             "world_size": self.dist.world_size,
+            "shared_gen": self.shared_gen.get_state(),
             "rank_gens": [{"aug": a, "gumbel": g} for a, g in zip(aug, noise)],
         }
 
@@ -539,6 +547,8 @@ class SupernetTrainer:
         else:  # a rank the saved run did not have: fresh streams from (seed, rank, epoch)
             self.aug_gen.manual_seed(self._rank_seed(1, self.state.epoch))
             self.gumbel_gen.manual_seed(self._rank_seed(2, self.state.epoch))
+        if "shared_gen" in sd:
+            self.shared_gen.set_state(sd["shared_gen"])
         set_rng_state(sd["rng"])
 
     def save(self) -> None:
