@@ -6,9 +6,11 @@ render to non-blank screenshots.
 
 Each run is made once per module, on first use, by the real search loops on the smallest
 spaces (1–2 steps or trials); only the finish stage's exports (TorchScript/ONNX, tested
-elsewhere) are skipped and the final latency is measured with 5 repeats instead of 100."""
+elsewhere) are skipped, the final latency is measured with 5 repeats instead of 100 and
+JointNAS's predictor fits and genetic fine stage are the smallest."""
 
 import base64
+import functools
 import json
 import shutil
 import subprocess
@@ -87,6 +89,12 @@ def make_run(tmp_path_factory):
                 mp.setattr(finish, "export_model", no_export)
                 mp.setattr(jointnas, "export_model", no_export)
                 mp.setattr(finish, "measure_latency", quick_latency)
+                # JointNAS's smallest predictor fits and fine stage (not CLI options)
+                mp.setattr(jointnas, "FitConfig", functools.partial(
+                    jointnas.FitConfig, frozen_epochs=2, end_to_end_epochs=2))
+                mp.setattr(jointnas, "GeneticConfig", functools.partial(
+                    jointnas.GeneticConfig, population=8, children=8, patience=1,
+                    max_generations=3, init_samples=32))
                 assert main(["search", *RUNS[method], "--out", str(rd)]) == 0
             assert main(["report", str(rd)]) == 0
             made[method] = rd
