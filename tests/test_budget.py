@@ -198,7 +198,7 @@ STARTUP_S = 15.0
     ("random", ["--eval-epochs", "1"]),
 ])
 def test_a_budgeted_run_ends_within_its_budget(tmp_path, method, flags):
-    budget = 20.0
+    budget = 12.0
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", "import sys; from nasforge.cli import main; "
            "sys.exit(main(sys.argv[1:]))", "search", method, "--dataset", "digits",

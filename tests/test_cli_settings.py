@@ -176,6 +176,14 @@ def test_import_nasforge_stays_cheap():
     assert r.stdout.split() == ["False", "True"]
 
 
+def test_cli_start_up_does_not_import_scipy_stats():
+    # every CLI call builds the parser: scipy.stats (~1 s) is for the runs that rank or sample
+    code = ("import sys; from nasforge.cli import build_parser; build_parser(); "
+            "print('scipy.stats' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False"]
+
+
 def test_result_has_exactly_the_result_json_fields():
     import dataclasses
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import qmc
 
 from nasforge.arch import Arch
 from nasforge.errors import UserError
@@ -97,6 +96,8 @@ class CoarseStrategy(Strategy):
 
     # -- rounds --------------------------------------------------------------------------------
     def _sobol(self, n: int) -> np.ndarray:
+        from scipy.stats import qmc  # scipy.stats costs ~1 s to import: only when sampling
+
         s = qmc.Sobol(self.dim, scramble=True, seed=self.seed)
         if self.drawn:
             s.fast_forward(self.drawn)

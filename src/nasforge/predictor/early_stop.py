@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from nasforge.errors import UserError
 
@@ -24,6 +23,8 @@ class EarlyStopChoice:
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     """Kendall τ-b of two score lists (0.0 where it is undefined: constant scores)."""
+    from scipy.stats import kendalltau  # ~1 s to import: not on the CLI's start-up path
+
     t = kendalltau(np.asarray(a, dtype=float), np.asarray(b, dtype=float))[0]
     return 0.0 if t is None or np.isnan(t) else float(t)
 
