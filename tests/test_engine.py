@@ -14,6 +14,7 @@ import pytest
 
 from nasforge.api import search
 from nasforge.arch import Arch
+from nasforge.cli import main
 from nasforge.errors import UserError
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import LocalExecutor
@@ -119,11 +120,12 @@ def test_repeated_architecture_reuses_the_stored_result(tmp_path):
 @pytest.mark.slow
 def test_cli_search_writes_result_and_resumes(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nasforge.cli", "search", "random", "--dataset", "digits",
-           "--subset", "200", "--executor", "local", "--max-trials", "2", "--eval-epochs", "1",
-           "--train-epochs", "1", "--no-progress"]
-    r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    args = ["search", "random", "--dataset", "digits", "--subset", "200", "--executor", "local",
+            "--max-trials", "2", "--eval-epochs", "1", "--train-epochs", "1", "--no-progress"]
+    cmd = [sys.executable, "-m", "nasforge.cli", *args]
+    # the run in this process (same code path as the command; no second interpreter start-up),
+    # the resume as a real command
+    assert main([*args, "--out", str(out)]) == 0
     res = read_result(out / "result.json")
     assert res["method"] == "random" and res["space"] == "nsc-fast"
     assert res["epochs"]["search"] == 2

@@ -20,9 +20,9 @@ def test_settings_refuse_what_jointnas_cannot_do():
 @pytest.mark.slow
 def test_search_then_reuse_for_another_constraint(tmp_path):
     a = tmp_path / "a"
-    res = search("jointnas", dataset="digits", subset=160, max_trials=3, eval_budget=2.0,
-                 flops=2e6, free_samples=200, early_stop=0.25, batch=2, top=2,
-                 train_budget=4.0, out=str(a), progress=False)
+    res = search("jointnas", dataset="digits", subset=160, max_trials=2, eval_budget=1.0,
+                 flops=2e6, free_samples=200, early_stop=0.25, batch=2, top=1,
+                 train_budget=2.0, out=str(a), progress=False)
     assert res.flops <= 2e6
     run = json.loads((a / "run.json").read_text())["jointnas"]
     assert run["coarse"]["trials_done"] >= 2 and res.epochs["search"] == run["coarse"][
@@ -33,7 +33,7 @@ def test_search_then_reuse_for_another_constraint(tmp_path):
     assert p.history["space"] == res.space and p.history["results"] >= 2
     b = tmp_path / "b"
     res2 = search("jointnas", dataset="digits", subset=160, flops=1e6, reuse=str(a),
-                  train_budget=4.0, out=str(b), progress=False)
+                  train_budget=2.0, out=str(b), progress=False)
     assert res2.flops <= 1e6
     assert res2.epochs["search"] == 0  # no candidate trained during the search
     assert not (b / "trials.sqlite").exists() and not (b / "candidates.json").exists()
