@@ -43,7 +43,10 @@ FIGURES = {
 
 def expected_figures(ev: evi.Evidence) -> list[str]:
     """The figures a report of ``ev`` must have (what the run's files can show)."""
-    out = ["tradeoff.png"]
+    out = []
+    if evi.chosen_point(ev) or any(p.get("val_acc") is not None or p.get("macs") is not None
+                                   for p in evi.tradeoff_points(ev)):
+        out.append("tradeoff.png")  # a live run may have evaluated nothing yet
     if evi.distributions(ev):
         out.append("distribution.png")
     if evi.cell_probabilities(ev):
