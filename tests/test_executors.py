@@ -1,6 +1,5 @@
 import concurrent.futures as cf
 import importlib.util
-import ipaddress
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from nasforge.run.executors import (
     _alive,
     create_executor,
 )
+from nasforge.testing.ray_cluster import descendants, listening_ips
 from nasforge.testing.trials import KillOnce, Slow, always_fails, peak
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -86,50 +86,6 @@ def test_engine_retries_trial_whose_process_died(tmp_path):
     assert all(status == "done" for _, _, status in res.trials)
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def _listening_ips(pids: set[int]) -> set[str]:
-    """The local addresses of the TCP sockets ``pids`` listen on (Linux /proc/net/tcp*)."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-        except OSError:
-            continue
-    ips = set()
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/net/{table}") as f:
-            for row in f.readlines()[1:]:
-                local, state, inode = row.split()[1], row.split()[3], row.split()[9]
-                if state != "0A" or inode not in inodes:  # 0A: LISTEN
-                    continue
-                raw = bytes.fromhex(local.split(":")[0])
-                words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]  # host order
-                ips.add(ipaddress.ip_address(b"".join(words)).compressed)
-    return ips
-
-
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed")
 def test_ray_local_cluster_runs_trials_and_survives_a_killed_worker(tmp_path, monkeypatch):
     import ray
@@ -146,7 +102,7 @@ def test_ray_local_cluster_runs_trials_and_survives_a_killed_worker(tmp_path, mo
             seen["gcs"] = ray.get_runtime_context().gcs_address
             seen["task_ip"] = ray.get(ray.remote(ray.util.get_node_ip_address).remote())
             if os.path.isdir("/proc/self/fd"):
-                seen["listening"] = _listening_ips(_descendants(os.getpid()))
+                seen["listening"] = listening_ips(descendants({os.getpid()}))
         close(self)
 
     monkeypatch.setattr(RayExecutor, "close", record_then_close)

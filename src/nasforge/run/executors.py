@@ -124,7 +124,10 @@ class ProcessExecutor(Executor):
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         try:
             inner = self._get_pool().submit(run_tagged, fn, *args)
-        except BrokenProcessPool:
+        except (BrokenProcessPool, OSError):
+            # OSError: a worker died and the pool is breaking but not yet marked broken — the
+            # replacement worker's start-up then finds the pool's pipe closed ("handle is
+            # closed"); either way the pool is rebuilt once
             self._pool.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
             self._pool = None
             inner = self._get_pool().submit(run_tagged, fn, *args)
