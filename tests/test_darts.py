@@ -3,6 +3,8 @@ architecture gradient (METHODS §6, issue 12)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -428,3 +430,94 @@ def test_folded_bn_gradients_equal_the_scaled_module_bn(layout):
         ends.append((out.detach(), x.grad, w.grad, m.running_mean, m.running_var))
     for a, b in zip(*ends):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+# -- the two networks of a derived genotype (issue 12: `nasforge train` on a DARTS arch) ---------
+def _size(model):
+    return len(model.cells), model.stem[0].out_channels // 3, model.auxiliary_head is not None
+
+
+@pytest.mark.parametrize("name", ["darts-fmnist", "darts-cifar"])
+def test_a_genotype_rebuilds_the_papers_final_network_and_the_search_one(name):
+    """The derived arch's JSON carries both sizes; the final one is DARTS's (20 cells of 36,
+    auxiliary head weight 0.4, drop path 0.2); cells/channels override it for small data."""
+    space = DartsSpace(name)
+    arch = Arch.from_dict(json.loads(space.decode(DARTS_V2).to_json()))  # through the file
+    nets = arch.meta["networks"]
+    assert nets["final"] == {"cells": 20, "channels": 36, "aux_weight": 0.4, "drop_path": 0.2}
+    assert nets["search"] == {"cells": 8, "channels": 16}
+    assert _size(space.network(arch, 10, 1, "final")) == (20, 36, True)
+    assert _size(space.network(arch, 10, 1, "search")) == (8, 16, False)
+    assert _size(space.build(arch, 10, 1)) == (8, 16, False)  # what a supernet maps onto
+    assert _size(space.network(arch, 10, 1, cells=5, channels=8)) == (5, 8, True)
+    assert space.final_recipe(arch) == {"aux_weight": 0.4, "drop_path": 0.2}
+
+
+def test_the_sizes_in_the_json_win_over_the_registry_and_are_checked():
+    space = DartsSpace("darts-fmnist")
+    d = space.decode(DARTS_V2).to_dict()
+    d["meta"]["networks"]["final"] = {"cells": 6, "channels": 4, "aux_weight": 0.0,
+                                      "drop_path": 0.1}
+    arch = Arch.from_dict(json.loads(json.dumps(d)))
+    assert _size(space.build_final(arch, 10, 1)) == (6, 4, False)
+    assert space.final_recipe(arch) == {"aux_weight": 0.0, "drop_path": 0.1}
+    d["meta"]["networks"]["final"]["cells"] = 2
+    with pytest.raises(UserError, match="cells must be an integer ≥ 3"):
+        space.build_final(Arch.from_dict(d), 10, 1)
+    with pytest.raises(UserError, match="channels must be an integer ≥ 1"):
+        space.network(arch, 10, 1, channels=0)
+
+
+def test_trained_arch_records_the_size_its_weights_fit():
+    from nasforge.methods.finish import trained_arch
+
+    space = DartsSpace("darts-fmnist")
+    arch = space.decode(DARTS_V2)
+    model = space.network(arch, 10, 1, cells=3, channels=2)
+    saved = Arch.from_dict(json.loads(trained_arch(arch, model).to_json()))
+    assert saved == arch and saved.meta["network"] == {"cells": 3, "channels": 2,
+                                                       "auxiliary": True}
+    again = space.build(saved, 10, 1)  # what `nasforge export` builds
+    again.load_state_dict(model.state_dict())  # strict: the same tensors
+    assert trained_arch(arch, torch.nn.Linear(2, 2)) is arch  # other models: unchanged
+
+
+def _train(tmp_path, arch_file, *flags):
+    from nasforge.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["train", str(arch_file), "--dataset", "digits", "--subset", "32", "--epochs",
+               "1", "--out", str(out), "--no-progress", *flags])
+    return rc, out
+
+
+def test_cli_train_builds_the_final_network_and_export_rebuilds_it(tmp_path, capsys):
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps({"space": "darts-fmnist", "genes": DARTS_V2}))  # no meta
+    rc, out = _train(tmp_path, arch_file, "--cells", "3", "--channels", "2")
+    assert rc == 0
+    sd = torch.load(out / "model.pt", weights_only=True)
+    assert any(k.startswith("auxiliary_head.") for k in sd)  # the final network, not search
+    saved = Arch.load(out / "arch.json")
+    assert saved.meta["network"] == {"cells": 3, "channels": 2, "auxiliary": True}
+    space = DartsSpace("darts-fmnist")
+    space.build(saved, 10, 1).load_state_dict(sd)
+    summary = json.loads((out / "train.json").read_text())
+    net = space.network(saved, 10, 1, cells=3, channels=2).eval()
+    assert summary["params"] == count_module(net, (1, 28, 28)).params
+    # --search-size: DARTS's search network, no auxiliary head
+    rc, out = _train(tmp_path, arch_file, "--search-size", "--cells", "3", "--channels", "2",
+                     "--out", str(tmp_path / "s"))
+    sd = torch.load(tmp_path / "s" / "model.pt", weights_only=True)
+    assert rc == 0 and not any(k.startswith("auxiliary_head.") for k in sd)
+
+
+def test_cli_train_refuses_cell_flags_for_other_spaces(tmp_path, capsys):
+    from nasforge.spaces.registry import get_space
+
+    arch_file = tmp_path / "fb.json"
+    space = get_space("fbnet-fmnist")
+    space.sample(np.random.default_rng(0)).save(arch_file)
+    rc, _ = _train(tmp_path, arch_file, "--cells", "5")
+    assert rc == 2
+    assert "--cells/--channels/--search-size apply to cell-space" in capsys.readouterr().err

@@ -34,6 +34,12 @@ class TrainOptions:
     epochs: int = opt(30, "training epochs")
     budget: float | None = opt(None, "training seconds")
     recipe: str | None = opt(None, "recipe JSON/YAML file (Recipe fields)")
+    cells: int | None = opt(None, "cell spaces (darts-*): cells of the trained network "
+                            "(default: the arch's final network, DARTS's 20)")
+    channels: int | None = opt(None, "cell spaces: initial channels (default: the final "
+                               "network's, DARTS's 36)")
+    search_size: bool = opt(False, "cell spaces: train the search-sized network (no "
+                            "auxiliary head, no drop path) instead of the final one")
     out: str | None = opt(None, "output directory (default runs/train-<time>)")
     progress: bool = opt(True, "progress bars")
 
@@ -100,11 +106,11 @@ def _load_arch(source: str) -> tuple[Arch, SearchSpace, Path]:
     return arch, space, p.parent
 
 
-def _recipe(path: str | None, **over: object):  # noqa: ANN202
+def _recipe(path: str | None, defaults: dict | None = None, **over: object):  # noqa: ANN202
     from nasforge.files import load_recipe
     from nasforge.train.trainer import Recipe
 
-    d = load_recipe(path) if path else {}
+    d = {**(defaults or {}), **(load_recipe(path) if path else {})}
     d.update({k: v for k, v in over.items() if v is not None})
     return Recipe.from_dict(d)
 
@@ -116,9 +122,20 @@ def train(args: TrainOptions) -> None:
     from nasforge.run.rundir import RunDir
     from nasforge.train.trainer import train_model
 
+    cell_flags = args.cells is not None or args.channels is not None or args.search_size
+    defaults: dict = {}
     if args.model is None and args.arch:  # a bad file fails before any data is loaded
         arch, space, _ = _load_arch(args.arch)
-    recipe = _recipe(args.recipe, epochs=args.epochs, budget_s=args.budget)
+        cellular = hasattr(space, "network")  # a cell space: a search and a final network
+        if cell_flags and not cellular:
+            raise UserError(f"--cells/--channels/--search-size apply to cell-space archs "
+                            f"(darts-*); {args.arch!r} is of space {space.name!r}")
+        if cellular and not args.search_size:  # DARTS's auxiliary head and drop path
+            defaults = space.final_recipe(arch)
+    elif cell_flags:
+        raise UserError("--cells/--channels/--search-size apply to a cell-space ARCH.json, "
+                        "not to --model")
+    recipe = _recipe(args.recipe, defaults, epochs=args.epochs, budget_s=args.budget)
     seed_everything(args.seed)
     dev = resolve_device(args.device)
     data = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
@@ -130,8 +147,13 @@ def train(args: TrainOptions) -> None:
                              in_channels=data.input_shape[0])
         arch_desc: dict = {"model": args.model}
     elif args.arch:
-        model = space.build(arch, data.num_classes, data.input_shape[0])
-        arch_desc = arch.to_dict()
+        from nasforge.methods.finish import trained_arch
+
+        model = (space.network(arch, data.num_classes, data.input_shape[0],
+                               "search" if args.search_size else "final", cells=args.cells,
+                               channels=args.channels) if cellular
+                 else space.build(arch, data.num_classes, data.input_shape[0]))
+        arch_desc = trained_arch(arch, model).to_dict()  # the size model.pt is of
     else:
         raise UserError("give ARCH.json or --model NAME")
     c = count_module(model, data.input_shape)

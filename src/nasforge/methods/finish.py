@@ -195,15 +195,27 @@ def train_final(space: SearchSpace, arch: Arch, data: Dataset, *, epochs: int = 
     return model.cpu().eval(), res
 
 
+def trained_arch(arch: Arch, model: nn.Module) -> Arch:
+    """``arch`` with ``meta["network"]``, the size ``model`` was built at, for a model that
+    can say (``describe_network``: the DARTS networks, whose final size differs from the
+    search size); any other model leaves ``arch`` as it is. Written beside the weights, it lets
+    the space's ``build`` rebuild the network those weights fit."""
+    describe = getattr(model, "describe_network", None)
+    if describe is None:
+        return arch
+    return Arch(arch.space, arch.genes, meta={**arch.meta, "network": describe()})
+
+
 def export_model(model: nn.Module, arch: Arch, input_shape: tuple[int, ...],
                  out_dir: str | Path) -> dict[str, Any]:
-    """Write ``arch.json``, ``model.pt`` (state dict), ``model.ts`` and ``model.onnx`` (when the
-    onnx extra is installed) to ``out_dir``; returns each export's largest difference from the
-    eager model (or why the ONNX export was skipped)."""
+    """Write ``arch.json`` (with the network's size: :func:`trained_arch`), ``model.pt`` (state
+    dict), ``model.ts`` and ``model.onnx`` (when the onnx extra is installed) to ``out_dir``;
+    returns each export's largest difference from the eager model (or why the ONNX export was
+    skipped)."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    arch.save(d / "arch.json")
+    trained_arch(arch, model).save(d / "arch.json")
     torch.save(model.state_dict(), d / "model.pt")
     exports: dict[str, Any] = {
         "torchscript_max_diff": export_torchscript(model, input_shape, d / "model.ts")}
@@ -274,7 +286,7 @@ def finish(s: SearchSettings, rd: RunDir, data: Dataset, f: Finish) -> dict[str,
         m = measure(model, r.best, f.cost_model, f.targets, target=s.target,
                     threads=s.threads)
         result = result_of(method=s.method, space=f.space.name, dataset=s.dataset,
-                           seed=s.seed, arch=r.best, train=res, m=m,
+                           seed=s.seed, arch=trained_arch(r.best, model), train=res, m=m,
                            search_seconds=f.search_seconds, search_epochs=f.search_epochs)
     if f.convergence is not None:
         result["convergence"] = f.convergence

@@ -166,6 +166,13 @@ class DartsNetwork(nn.Module):
             self.auxiliary_head = AuxiliaryHead(len(CONCAT) * aux.c, num_classes,
                                                 aux.h // (2 if aux.reduction else 1))
         self.classifier = nn.Linear(len(CONCAT) * plan[-1].c, num_classes)
+        self._size = {"cells": int(cells), "channels": int(channels),
+                      "auxiliary": self.auxiliary_head is not None}
+
+    def describe_network(self) -> dict:
+        """The size this network was built at (``cells``, ``channels``, ``auxiliary``): what an
+        ``arch.json`` beside its weights records, so the same network is rebuilt to load them."""
+        return dict(self._size)
 
     @property
     def drop_path_prob(self) -> float:

@@ -12,9 +12,17 @@ Genes are DARTS's genotype as JSON::
 (two ``[op, input]`` pairs per intermediate node, in node order; node ``i`` reads states
 ``0 … i + 1``, where 0 and 1 are the cell inputs). Spaces per input size: ``darts-fmnist`` (28²,
 1 channel) and ``darts-cifar`` (32², 3 channels), both searched with DARTS's 8 cells of initial
-width 16 (``build``: the search-sized network, the one a supernet's weights transfer to); the
-final-training size (``final_cells``, ``final_channels``, auxiliary head, drop path) is a space
-parameter too (``build_final``).
+width 16 and trained as DARTS's final network, 20 cells of 36 with the auxiliary head (loss
+weight 0.4) and drop path 0.2 (``darts-small``: the short-budget sizes).
+
+Every ``Arch`` the space makes carries both sizes in ``meta["networks"]`` (``{"input_size",
+"search": {"cells", "channels"}, "final": {"cells", "channels", "aux_weight", "drop_path"}}``),
+so its JSON rebuilds either network (``network``) even if the registry's defaults change; an
+arch written beside trained weights also carries ``meta["network"]`` (the sizes those weights
+are of: :func:`nasforge.methods.finish.trained_arch`), which ``build`` honours, so ``nasforge
+export`` of a DARTS run rebuilds the final network. ``build`` without it is the search-sized
+network (what a supernet's weights transfer to). An arch without meta (a hand-written
+genotype) gets the space's registered sizes.
 """
 
 from __future__ import annotations
@@ -103,9 +111,9 @@ class CellCostLayout:
 
 
 CONFIGS: Registry[DartsConfig] = Registry("DARTS space")
-# 28×28 (Fashion-MNIST, digits): a final network as small as the search one (CPU runs)
-CONFIGS.register("darts-fmnist", DartsConfig("darts-fmnist", 28, 1, final_cells=8,
-                                             final_channels=16))
+# 28×28 (Fashion-MNIST, digits): the paper's search and final sizes (a small-data final
+# training overrides them: ``nasforge train ARCH --cells 8 --channels 16``)
+CONFIGS.register("darts-fmnist", DartsConfig("darts-fmnist", 28, 1))
 # 32×32 (CIFAR-10): the paper's search and final sizes
 CONFIGS.register("darts-cifar", DartsConfig("darts-cifar", 32, 3))
 # 28×28 under a short --budget (methods/darts.py): 5 cells searched at width 4, trained at
@@ -205,9 +213,59 @@ class DartsSpace(SearchSpace):
 
     def arch(self, genes: dict[str, Any]) -> Arch:
         a = Arch(self.name, {k: ([list(g) for g in v] if k in CELLS else list(v))
-                             for k, v in genes.items()})
+                             for k, v in genes.items()}, meta={"networks": self.networks()})
         self.validate(a)
         return a
+
+    # -- the two networks ---------------------------------------------------------------------
+    def networks(self) -> dict[str, Any]:
+        """The search- and the final-network sizes (what ``meta["networks"]`` records)."""
+        c = self.cfg
+        return {"input_size": c.input_size,
+                "search": {"cells": c.cells, "channels": c.channels},
+                "final": {"cells": c.final_cells, "channels": c.final_channels,
+                          "aux_weight": c.auxiliary_weight if c.auxiliary else 0.0,
+                          "drop_path": c.drop_path_prob}}
+
+    def sizes(self, arch: Arch, which: str) -> dict[str, Any]:
+        """``which`` (``search``/``final``) network of ``arch``: its ``meta["networks"]``
+        entry, or the space's own for an arch without one (checked: a UserError names a bad
+        field)."""
+        if which not in ("search", "final"):
+            raise UserError(f"network must be 'search' or 'final', got {which!r}")
+        own = self.networks()
+        meta = arch.meta.get("networks") if isinstance(arch.meta, dict) else None
+        if meta is None:
+            return dict(own[which])
+        where = f"arch meta.networks of space {self.name!r}"
+        if not isinstance(meta, dict) or not isinstance(meta.get(which), dict):
+            raise UserError(f"{where}: expected an object with a {which!r} object, got "
+                            f"{meta!r}; drop 'meta' to use the space's sizes")
+        if meta.get("input_size", self.input_size) != self.input_size:
+            raise UserError(f"{where}: input_size {meta.get('input_size')!r} is not the "
+                            f"space's {self.input_size}")
+        out = {**own[which], **meta[which]}
+        _check_size(out, where + f".{which}")
+        return out
+
+    def network(self, arch: Arch, num_classes: int, in_channels: int, which: str = "final", *,
+                cells: int | None = None, channels: int | None = None) -> DartsNetwork:
+        """The ``which`` network of ``arch`` (``final``: with the auxiliary head when its
+        ``aux_weight`` > 0), ``cells``/``channels`` overriding its depth and width (small data:
+        a final network smaller than DARTS's 20 × 36)."""
+        size = self.sizes(arch, which)
+        size.update({k: v for k, v in (("cells", cells), ("channels", channels))
+                     if v is not None})
+        _check_size(size, "network size")
+        return DartsNetwork(self.genotype(arch), num_classes, in_channels, size["cells"],
+                            size["channels"], self.input_size,
+                            auxiliary=which == "final" and size.get("aux_weight", 0.0) > 0)
+
+    def final_recipe(self, arch: Arch) -> dict[str, float]:
+        """The final training's DARTS recipe fields of ``arch`` (auxiliary loss weight, drop
+        path), for :class:`~nasforge.train.trainer.Recipe`."""
+        f = self.sizes(arch, "final")
+        return {"aux_weight": float(f["aux_weight"]), "drop_path": float(f["drop_path"])}
 
     def decode(self, code: dict[str, Any] | Sequence[float] | np.ndarray) -> Arch:
         """An ``Arch`` from genotype JSON or from an :meth:`encode` vector (read by the
@@ -264,16 +322,27 @@ class DartsSpace(SearchSpace):
         return v
 
     def build(self, arch: Arch, num_classes: int, in_channels: int) -> DartsNetwork:
-        """The search-sized network (``cells``, ``channels``), no auxiliary head."""
-        return DartsNetwork(self.genotype(arch), num_classes, in_channels, self.cfg.cells,
-                            self.cfg.channels, self.input_size)
+        """The network ``arch``'s weights are of when ``meta["network"]`` says
+        (:func:`~nasforge.methods.finish.trained_arch`), else the search-sized one (no
+        auxiliary head: what a supernet's weights transfer to)."""
+        trained = arch.meta.get("network") if isinstance(arch.meta, dict) else None
+        if trained is None:
+            return self.network(arch, num_classes, in_channels, "search")
+        where = f"arch meta.network of space {self.name!r}"
+        if not isinstance(trained, dict):
+            raise UserError(f"{where}: expected {{cells, channels, auxiliary}}, got "
+                            f"{trained!r}")
+        _check_size(trained, where)
+        return DartsNetwork(self.genotype(arch), num_classes, in_channels, trained["cells"],
+                            trained["channels"], self.input_size,
+                            auxiliary=bool(trained.get("auxiliary", False)))
 
-    def build_final(self, arch: Arch, num_classes: int, in_channels: int) -> DartsNetwork:
-        """The final-training network (``final_cells``, ``final_channels``, the auxiliary head
-        if configured; drop path starts at 0 — the training loop raises it)."""
-        return DartsNetwork(self.genotype(arch), num_classes, in_channels, self.cfg.final_cells,
-                            self.cfg.final_channels, self.input_size,
-                            auxiliary=self.cfg.auxiliary)
+    def build_final(self, arch: Arch, num_classes: int, in_channels: int, *,
+                    cells: int | None = None, channels: int | None = None) -> DartsNetwork:
+        """The final-training network (``arch``'s final depth and width, the auxiliary head
+        if its weight is > 0; drop path starts at 0 — the training loop raises it)."""
+        return self.network(arch, num_classes, in_channels, "final", cells=cells,
+                            channels=channels)
 
     def cardinality(self) -> int:
         """(Π_i C(i + 2, 2) · 7²)² over the 4 nodes: ≈ 1.1·10¹⁸ (DARTS: "≈ 10¹⁸")."""
@@ -322,6 +391,14 @@ class DartsSpace(SearchSpace):
         return self.cost_layout(num_classes, in_channels).keys(
             [[(edge_index(k // 2, j), PRIMITIVES.index(op)) for k, (op, j) in
               enumerate(genes[cell])] for cell in CELLS])
+
+
+def _check_size(size: dict[str, Any], where: str) -> None:
+    for k, least in (("cells", 3), ("channels", 1)):
+        v = size.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            why = " (reductions at 1/3 and 2/3 of the depth)" if k == "cells" else ""
+            raise UserError(f"{where}: {k} must be an integer ≥ {least}{why}, got {v!r}")
 
 
 def _conv1x1_item(cin: int, cout: int, h: int) -> LutItem:
