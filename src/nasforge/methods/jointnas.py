@@ -87,7 +87,8 @@ PROXY_EPOCHS = 30
 
 @dataclass
 class JointNASSettings(SearchSettings):
-    space: str = opt("auto", "joint space: auto (by input size) | joint-fmnist | joint-cifar")
+    space: str = opt("auto", lambda: "joint space: auto (by input size) | "
+                     + " | ".join(SKELETONS.names()))
     reuse: str | None = opt(None, "RUN_DIR of an earlier jointnas run: reuse its predictor, run "
                             "only the fine stage for the new targets and train only its pick")
     executor: str = opt("local", "where trials run", lambda: list(EXECUTORS))

@@ -24,18 +24,28 @@ from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import EXECUTORS, create_executor
 from nasforge.run.rundir import RunDir
 from nasforge.run.store import TrialStore
-from nasforge.spaces.registry import get_space
-from nasforge.strategies.base import create_strategy
+from nasforge.spaces.registry import get_space, space_names
+from nasforge.strategies.base import Sequential, create_strategy
 
 #: CLI method -> strategy
 STRATEGY_OF = {"blockqnn": "qlearning", "evolution": "evolution", "reinforce": "reinforce",
                "random": "random"}
 
 
+def space_help() -> str:
+    """``--space``'s help from the space registry: the spaces every strategy runs on (they
+    offer decisions, as BlockQNN's Q-learning and REINFORCE need) and the ones only random
+    search and evolution take (any space: they only sample and mutate)."""
+    seq, other = [], []
+    for n in space_names():
+        (seq if isinstance(get_space(n), Sequential) else other).append(n)
+    return (f"space; blockqnn, reinforce, evolution, random: {' | '.join(seq)}; evolution and "
+            f"random also: {' | '.join(other)} (default nsc-fast: NSC, stride-2 stem)")
+
+
 @dataclass
 class SampleSettings(SearchSettings):
-    space: str = opt("nsc-fast", "NSC space: nsc | nsc-n2 | nsc-fast (stride-2 stem, default) "
-                     "| nsc-fast-n2")
+    space: str = opt("nsc-fast", space_help)
     final_space: str | None = opt(None, "space to train the best block in (e.g. nsc-fast-n2 "
                                   "stacks it twice per stage); default: the search space")
     executor: str = opt("local", "where trials run", lambda: list(EXECUTORS))
