@@ -23,7 +23,7 @@ from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.engine import Engine, EngineConfig
 from nasforge.run.executors import EXECUTORS, create_executor
 from nasforge.run.rundir import RunDir
-from nasforge.run.store import TrialStore
+from nasforge.run.store import Trial, TrialStore
 from nasforge.spaces.registry import get_space, space_names
 from nasforge.strategies.base import Sequential, create_strategy
 
@@ -72,6 +72,48 @@ class SampleSettings(SearchSettings):
             raise UserError("--workers, --max-trials, --eval-epochs and --top must be ≥ 1")
 
 
+def feasible_best(store: TrialStore, k: int, targets: Targets) -> tuple[list[Trial],
+                                                                       Trial | None]:
+    """The ``k`` done trials of highest reward (distinct architectures) that meet ``targets``
+    by their own measurement (``meets_target``: the trained model measured on the target in
+    the trial), and, when none meets them, the closest trial (least violation) — else None.
+    The best trial by reward can miss the target (all trials missing, or a violator's reward
+    still above the rest), so the finish stage is handed only trials that meet it."""
+    if not targets.any():
+        return store.best(k), None
+    done = sorted((t for t in store.trials("done") if t.reward is not None),
+                  key=lambda t: -t.reward)  # type: ignore[operator]
+    out: list[Trial] = []
+    seen: set[str] = set()
+    for t in done:
+        if t.metrics.get("meets_target") and t.arch.hash() not in seen:  # type: ignore[union-attr]
+            seen.add(t.arch.hash())
+            out.append(t)
+        if len(out) == k:
+            break
+    closest = None if out or not done else min(
+        done, key=lambda t: t.metrics.get("violation", float("inf")))  # type: ignore[union-attr]
+    return out, closest
+
+
+def infeasible(rd: RunDir, targets: Targets, closest: Trial, done: int) -> UserError:
+    """``infeasible.json`` (the target, the closest trial and its costs) and the error the
+    command ends with (exit 2): no trial met the target, so nothing is trained or exported."""
+    m = closest.metrics or {}
+    info = {"targets": targets.to_dict(), "trials_done": done,
+            "closest": {"trial": closest.id, "genes": closest.arch.genes,
+                        **{k: m.get(k) for k in ("violation", "latency_ms", "flops", "params",
+                                                 "peak_memory", "val_acc", "reward")}}}
+    rd.write_json("infeasible.json", info)
+    costs = ", ".join(f"{k} {m[k]:g}" for k in ("latency_ms", "flops", "params")
+                      if isinstance(m.get(k), (int, float)))
+    return UserError(f"no trial of {done} meets the target ({targets.describe()}); the "
+                     f"closest, trial {closest.id} ({costs}; violation "
+                     f"{m.get('violation', float('nan')):.3g}), is in "
+                     f"{rd.file('infeasible.json')}. Relax the target, or run more trials "
+                     "(--max-trials, --budget)")
+
+
 def _options(s: SampleSettings) -> dict[str, Any]:
     """The user's strategy options only: every default lives in the strategy's config dataclass,
     the same for the CLI and ``nasforge.api.search`` (Q-learning's ε already follows the run)."""
@@ -107,7 +149,7 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     if res.best is None:
         raise UserError(f"no trial finished ({res.failed} failed); the errors are in "
                         f"{rd.file('trials.sqlite')} (table trials, column error)")
-    best = store.best(s.top)
+    best, closest = feasible_best(store, s.top, targets)
     cands = [final_space.arch(t.arch.genes) if final_space is not space else t.arch
              for t in best]
     summary = {"trials_done": res.done, "trials_failed": res.failed,
@@ -120,11 +162,17 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     store.close()
     rd.write_json("search.json", summary)
     budget.end()
+    if not best:  # every trial missed the target: nothing to train
+        raise infeasible(rd, targets, closest, res.done)  # type: ignore[arg-type]
+    latency = (MeasuredLatency(final_space, data.num_classes, data.input_shape,
+                               target=s.target, threads=s.threads)
+               if targets.needs_latency else None)
+    if latency is not None and final_space is space:  # priced as the search measured them:
+        for t in best:  # a re-measurement's noise must not turn a feasible pick infeasible
+            latency._ms[t.arch.key()] = float(t.metrics["latency_ms"])  # type: ignore[index]
     result = finish(s, rd, data, Finish(
         space=final_space, candidates=cands,
-        cost_model=CostModel(final_space, data.num_classes, data.input_shape, latency=(
-            MeasuredLatency(final_space, data.num_classes, data.input_shape, target=s.target,
-                            threads=s.threads) if targets.needs_latency else None)),
+        cost_model=CostModel(final_space, data.num_classes, data.input_shape, latency=latency),
         targets=targets, search_seconds=res.elapsed_s,
         search_epochs=res.done, extra={"search": summary}, budget=budget))
     if summary["best_block"]:
