@@ -127,9 +127,9 @@ class JointNASSettings(SearchSettings):
         if self.coarse_slack < 1 or not 0 < self.selector_share < 1 or self.free_samples < 2:
             raise UserError("--coarse-slack must be ≥ 1, --selector-share in (0, 1), "
                             "--free-samples ≥ 2")
-        if self.latency_ms is not None or self.peak_memory_mb is not None:
-            raise UserError("jointnas prices MACs and params (--flops, --params); the joint "
-                            "space has no latency table yet: drop --latency-ms / "
+        if self.peak_memory_mb is not None:
+            raise UserError("jointnas prices MACs, params and latency (--flops, --params, "
+                            "--latency-ms from the joint space's LUT on --target); drop "
                             "--peak-memory-mb")
 
 
@@ -291,7 +291,12 @@ def run(s: JointNASSettings, rd: RunDir) -> dict:
     dev, data = setup(s)
     space = _space(s, data)
     targets = Targets.from_settings(s)
-    cost_model = CostModel(space, data.num_classes, data.input_shape)
+    # --latency-ms: the FBNetV2/V3-family LUT of the joint space on --target (measured once
+    # per device, then cached; a resumed run reads its own lut.json)
+    cost_model = CostModel.for_run(space, data.num_classes, data.input_shape, kind="flops",
+                                   need_latency=targets.needs_latency, target=s.target,
+                                   threads=s.threads, lut_path=s.lut, run_dir=rd.path,
+                                   progress=s.progress)
     slack = Targets(**{k: None if v is None else v * s.coarse_slack
                        for k, v in targets.to_dict().items()})
 

@@ -34,11 +34,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from nasforge.arch import Arch, thaw
+from nasforge.blocks import ConvBNAct, get_divisible_by
+from nasforge.blocks.resample import InputResize
+from nasforge.cost.effective import conv_out
 from nasforge.cost.flops import Counts
+from nasforge.cost.lut import LutItem, LutKey
 from nasforge.errors import UserError
-from nasforge.models.fbnetv2 import FBNetV2Model, ModelSetting, setting_counts
+from nasforge.models.fbnetv2 import (
+    FBNetV2Head,
+    FBNetV2Model,
+    ModelSetting,
+    make_block,
+    setting_counts,
+)
 from nasforge.predictor.encoding import Encoding, Feature
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
@@ -281,6 +292,83 @@ class JointSpace(SearchSpace):
             c = self.counts(arch, num_classes, in_channels)
             return c.macs, c.params
         return count
+
+    # -- latency table (the FBNetV2/V3 family's: stem, one item per block, head) ---------------
+    def _sizes(self, r: int) -> list[int]:
+        """Spatial size after the stem, then after each stage, at input resolution ``r``."""
+        h = conv_out(r, 3, self.skeleton.stem_stride)
+        out = [h]
+        for st in self.skeleton.stages:
+            h = conv_out(h, 3, st.stride)  # odd kernels, 'same' padding: any k gives this
+            out.append(h)
+        return out
+
+    def lut_stem(self, c: int, r: int, in_channels: int) -> LutItem:
+        sk = self.skeleton
+        key = LutKey("jstem", in_channels, c, sk.input_size, sk.input_size, sk.stem_stride,
+                     extra=f"r{r}")
+
+        def build() -> nn.Module:
+            stem = ConvBNAct(in_channels, c, 3, sk.stem_stride, act="hswish")
+            return nn.Sequential(InputResize(r), stem) if r != sk.input_size else stem
+
+        return LutItem(key, build, (in_channels, sk.input_size, sk.input_size))
+
+    def lut_block(self, st: JointStage, cin: int, k: int, e: float, cout: int, stride: int,
+                  h: int) -> LutItem:
+        se = "_se" if st.se else ""
+        key = LutKey(f"jir_k{k}_e{e:g}{se}_{st.act}", cin, cout, h, h, stride)
+        return LutItem(key, lambda: make_block(cin, k, cout, stride, e, st.se, st.act, {}),
+                       (cin, h, h))
+
+    def lut_head(self, c: int, h: int, num_classes: int) -> LutItem:
+        sk = self.skeleton
+        pw = get_divisible_by(c * sk.last_pw, 8)
+        key = LutKey("jhead", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
+        return LutItem(key, lambda: FBNetV2Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+
+    def lut_items(self, num_classes: int, in_channels: int) -> list[LutItem]:
+        """Every (resolution, input width, kernel, expansion, output width) of every stage's
+        first block, its repeats (stride 1, width kept), the stems and the heads."""
+        sk = self.skeleton
+        items: dict[str, LutItem] = {}
+
+        def add(i: LutItem) -> None:
+            items.setdefault(str(i.key), i)
+
+        for r in sk.resolutions:
+            hs = self._sizes(r)
+            for c in sk.stem:
+                add(self.lut_stem(c, r, in_channels))
+            cins: tuple[int, ...] = sk.stem
+            for si, st in enumerate(sk.stages):
+                for cin in cins:
+                    for cout in st.widths:
+                        for k in st.kernels:
+                            for e in st.expansions:
+                                add(self.lut_block(st, cin, k, e, cout, st.stride, hs[si]))
+                                if max(st.depths) > 1:
+                                    add(self.lut_block(st, cout, k, e, cout, 1, hs[si + 1]))
+                cins = st.widths
+            for c in sk.stages[-1].widths:
+                add(self.lut_head(c, hs[-1], num_classes))
+        return list(items.values())
+
+    def lut_keys(self, arch: Arch, num_classes: int, in_channels: int) -> list[LutKey]:
+        """The items ``arch``'s network is made of (its recipe genes cost nothing)."""
+        self.validate(arch)
+        g, sk = arch.genes, self.skeleton
+        hs = self._sizes(g["resolution"])
+        keys = [self.lut_stem(g["stem"], g["resolution"], in_channels).key]
+        cin = g["stem"]
+        for si, st in enumerate(sk.stages):
+            k, e, cout, n = (g["kernels"][si], g["expansions"][si], g["widths"][si],
+                             g["depths"][si])
+            keys.append(self.lut_block(st, cin, k, e, cout, st.stride, hs[si]).key)
+            keys += [self.lut_block(st, cout, k, e, cout, 1, hs[si + 1]).key] * (n - 1)
+            cin = cout
+        keys.append(self.lut_head(cin, hs[-1], num_classes).key)
+        return keys
 
     def recipe(self, arch: Arch) -> dict[str, Any]:
         """The :class:`~nasforge.train.trainer.Recipe` fields ``arch``'s recipe genes set."""
