@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,8 @@ def bench(monkeypatch):
                  "min_ms": 1.0} for label, _ in variants]
 
     monkeypatch.setattr(mod, "measure", measure)
+    # main() sets the thread count (default 2): keep this process's (other tests' numerics)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     mod.seen = seen
     return mod
 
