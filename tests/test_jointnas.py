@@ -11,8 +11,8 @@ from nasforge.predictor.model import Predictor
 
 
 def test_settings_refuse_what_jointnas_cannot_do():
-    with pytest.raises(UserError, match="latency"):
-        make_settings("jointnas", latency_ms=2.0)
+    with pytest.raises(UserError, match="peak-memory"):
+        make_settings("jointnas", peak_memory_mb=1.0)
     with pytest.raises(UserError, match="early-stop"):
         make_settings("jointnas", early_stop=0.0)
 
