@@ -133,10 +133,14 @@ def test_cli_search_writes_result_and_resumes(tmp_path):
     assert st.counts() == {"running": 0, "done": 2, "failed": 0}
     search_json = json.loads((out / "search.json").read_text())
     assert "output" in search_json["best_block"]
+    before = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
     r2 = subprocess.run([*cmd[:5], "--resume", str(out), "--no-progress"],
                         capture_output=True, text=True, timeout=120)
     assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "the run is complete" in r2.stderr
     assert TrialStore(out / "trials.sqlite").counts()["done"] == 2  # nothing re-run
+    # a finished run is not trained, exported or measured again: no file rewritten
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == before
 
 
 class _Stop(BaseException):

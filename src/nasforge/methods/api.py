@@ -8,6 +8,7 @@ Not to be confused with :func:`nasforge.api.search`, which searches a user's cat
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,10 @@ def search(method: str, *, resume: str | Path | None = None, **settings: Any) ->
         if "nproc" in settings:  # a data-parallel search may resume on another N
             s.nproc = settings["nproc"]  # type: ignore[attr-defined]
             s.validate()
+        if (rd.path / "result.json").is_file():  # written last: nothing is left to do
+            print(f"{rd.path}: the run is complete (result.json); nothing to resume",
+                  file=sys.stderr)
+            return Result.load(rd.path)
     else:
         s = make_settings(method, **settings)
         rd = RunDir.create(s.out, s.to_dict())  # type: ignore[arg-type]
