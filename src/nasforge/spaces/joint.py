@@ -34,17 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from nasforge.arch import Arch, thaw
-from nasforge.blocks import ConvBNAct, get_divisible_by
-from nasforge.blocks.resample import InputResize
 from nasforge.cost.effective import conv_out
 from nasforge.cost.flops import Counts
 from nasforge.cost.lut import LutItem, LutKey
 from nasforge.errors import UserError
 from nasforge.models.fbnetv2 import (
-    FBNetV2Head,
     FBNetV2Model,
     ModelSetting,
     make_block,
@@ -53,6 +49,7 @@ from nasforge.models.fbnetv2 import (
 from nasforge.predictor.encoding import Encoding, Feature
 from nasforge.registry import Registry
 from nasforge.spaces.base import SearchSpace
+from nasforge.spaces.masking import family_head_item, family_stem_item
 
 ARCH_LISTS = ("kernels", "expansions", "widths", "depths")
 RECIPE_KEYS = ("optimizer", "lr_scale", "weight_decay", "mixup", "dropout", "drop_path",
@@ -304,15 +301,7 @@ class JointSpace(SearchSpace):
         return out
 
     def lut_stem(self, c: int, r: int, in_channels: int) -> LutItem:
-        sk = self.skeleton
-        key = LutKey("jstem", in_channels, c, sk.input_size, sk.input_size, sk.stem_stride,
-                     extra=f"r{r}")
-
-        def build() -> nn.Module:
-            stem = ConvBNAct(in_channels, c, 3, sk.stem_stride, act="hswish")
-            return nn.Sequential(InputResize(r), stem) if r != sk.input_size else stem
-
-        return LutItem(key, build, (in_channels, sk.input_size, sk.input_size))
+        return family_stem_item("j", self.skeleton, c, r, in_channels)
 
     def lut_block(self, st: JointStage, cin: int, k: int, e: float, cout: int, stride: int,
                   h: int) -> LutItem:
@@ -322,10 +311,7 @@ class JointSpace(SearchSpace):
                        (cin, h, h))
 
     def lut_head(self, c: int, h: int, num_classes: int) -> LutItem:
-        sk = self.skeleton
-        pw = get_divisible_by(c * sk.last_pw, 8)
-        key = LutKey("jhead", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
-        return LutItem(key, lambda: FBNetV2Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+        return family_head_item("j", self.skeleton, c, h, num_classes)
 
     def lut_items(self, num_classes: int, in_channels: int) -> list[LutItem]:
         """Every (resolution, input width, kernel, expansion, output width) of every stage's

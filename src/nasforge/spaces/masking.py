@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -144,6 +145,25 @@ class BlockSpec:
                 for row in self.hidden_table()]
 
 
+def family_stem_item(prefix: str, sk: Any, c: int, r: int, in_channels: int) -> LutItem:
+    """The FBNetV2/V3 family's stem at width ``c``, input resized to ``r`` (``sk``: any
+    skeleton with ``input_size`` and ``stem_stride``; ``prefix`` names the space's keys)."""
+    key = LutKey(f"{prefix}stem", in_channels, c, sk.input_size, sk.input_size, sk.stem_stride,
+                 extra=f"r{r}")
+
+    def build() -> nn.Module:
+        stem = ConvBNAct(in_channels, c, 3, sk.stem_stride, act="hswish")
+        return nn.Sequential(InputResize(r), stem) if r != sk.input_size else stem
+
+    return LutItem(key, build, (in_channels, sk.input_size, sk.input_size))
+
+
+def family_head_item(prefix: str, sk: Any, c: int, h: int, num_classes: int) -> LutItem:
+    """The family's head (1×1 to ``c·last_pw``, pool, FC ``last_fc``, classifier) on ``c``×h×h."""
+    pw = get_divisible_by(c * sk.last_pw, 8)
+    key = LutKey(f"{prefix}head", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
+    return LutItem(key, lambda: FBNetV2Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+
 class MaskingSpace(SearchSpace):
     def __init__(self, skeleton: str | MaskingSkeleton = "fbnetv2-fmnist") -> None:
         self.skeleton = SKELETONS.get(skeleton) if isinstance(skeleton, str) else skeleton
@@ -266,15 +286,7 @@ class MaskingSpace(SearchSpace):
 
     # -- latency table -------------------------------------------------------------------------
     def lut_stem(self, c: int, r: int, in_channels: int) -> LutItem:
-        sk = self.skeleton
-        key = LutKey("v2stem", in_channels, c, sk.input_size, sk.input_size, sk.stem_stride,
-                     extra=f"r{r}")
-
-        def build() -> nn.Module:
-            stem = ConvBNAct(in_channels, c, 3, sk.stem_stride, act="hswish")
-            return nn.Sequential(InputResize(r), stem) if r != sk.input_size else stem
-
-        return LutItem(key, build, (in_channels, sk.input_size, sk.input_size))
+        return family_stem_item("v2", self.skeleton, c, r, in_channels)
 
     def lut_block(self, b: BlockSpec, cin: int, e: float, cout: int, h: int) -> LutItem:
         se = "_se" if b.se else ""
@@ -283,10 +295,7 @@ class MaskingSpace(SearchSpace):
                                                {}, always_pw=True), (cin, h, h))
 
     def lut_head(self, c: int, h: int, num_classes: int) -> LutItem:
-        sk = self.skeleton
-        pw = get_divisible_by(c * sk.last_pw, 8)
-        key = LutKey("v2head", c, sk.last_fc, h, h, 1, extra=f"pw{pw}_cls{num_classes}")
-        return LutItem(key, lambda: FBNetV2Head(c, pw, sk.last_fc, num_classes), (c, h, h))
+        return family_head_item("v2", self.skeleton, c, h, num_classes)
 
     def lut_items(self, num_classes: int, in_channels: int) -> list[LutItem]:
         """Every (option combination, resolution) of every layer."""
