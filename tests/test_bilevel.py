@@ -4,22 +4,13 @@ import torch
 
 from nasforge.cost.loss import CostLoss
 from nasforge.errors import UserError
-from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
-from nasforge.supernets.fbnet import FBNetSupernet
-from nasforge.testing import tiny_dataset
-
-TINY = Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1)
+from nasforge.testing import tiny_dataset, tiny_fbnet_supernet
 
 
 def _trainer(tmp_path, epochs=4, **kw):
-    sp = FBNetSpace(TINY)
     data = tiny_dataset(n_train=48, n_val=24, size=12)
-    tables, _ = cost_tables(sp, 10, 1)
-    m, fixed = tables.macs_matrix()
-    torch.manual_seed(0)
-    net = FBNetSupernet(sp, 10, 1, m)
-    net.fixed_cost.fill_(fixed)
+    net = tiny_fbnet_supernet()
     cfg = SupernetConfig(epochs=epochs, warmup_epochs=1, batch_size=16, **kw)
     return SupernetTrainer(net, data, cfg, CostLoss("paper"), seed=0,
                            checkpoint=tmp_path / "s.ckpt", progress=False)

@@ -23,7 +23,7 @@ from nasforge.supernets.base import concentration
 from nasforge.supernets.densenas import DenseSupernet
 from nasforge.supernets.dmasking import DMaskingSupernet
 from nasforge.supernets.fbnet import FBNetSupernet
-from nasforge.testing import tiny_dataset
+from nasforge.testing import tiny_dataset, tiny_fbnet_supernet
 
 TINY = Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1)
 TINY_DENSE = DenseSpec("dense-tiny", 16, 8, 2, widths=(8, 8, 12, 16, 16), sizes=(8, 8, 8, 4, 4),
@@ -87,13 +87,8 @@ def test_every_supernet_reports_its_decisions(name):
 
 # -- τ under a budget ----------------------------------------------------------------------------
 def _trainer(tmp_path, **kw):
-    sp = FBNetSpace(TINY)
     data = tiny_dataset(n_train=48, n_val=24, size=12)
-    tables, _ = cost_tables(sp, 10, 1)
-    m, fixed = tables.macs_matrix()
-    torch.manual_seed(0)
-    net = FBNetSupernet(sp, 10, 1, m)
-    net.fixed_cost.fill_(fixed)
+    net = tiny_fbnet_supernet()
     cfg = SupernetConfig(batch_size=16, **kw)
     return SupernetTrainer(net, data, cfg, CostLoss("paper"), seed=0,
                            checkpoint=tmp_path / "s.ckpt", progress=False)
@@ -211,12 +206,7 @@ def test_fbnet_budget_defaults_concentrate_theta_in_the_steps_a_short_search_has
                                           cost="flops"), data)
     assert cfg.epoch_steps is not None  # a budgeted search runs rounds
     cfg = dataclasses.replace(cfg, epochs=4, warmup_epochs=1, epoch_steps=4, budget_s=None)
-    sp = FBNetSpace(TINY)
-    tables, _ = cost_tables(sp, 10, 1)
-    m, fixed = tables.macs_matrix()
-    torch.manual_seed(0)
-    net = FBNetSupernet(sp, 10, 1, m)
-    net.fixed_cost.fill_(fixed)
+    net = tiny_fbnet_supernet()
     t = SupernetTrainer(net, data, cfg, CostLoss("paper"), seed=0, progress=False)
     t.fit()
     c = t.convergence()

@@ -26,23 +26,15 @@ from torch import nn
 from nasforge import distributed
 from nasforge.cost.loss import CostLoss
 from nasforge.spaces.dense import DenseSpace, DenseSpec
-from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
 from nasforge.strategies.bilevel import SupernetConfig, SupernetTrainer
 from nasforge.supernets.densenas import DenseSupernet
-from nasforge.supernets.fbnet import FBNetSupernet
-from nasforge.testing import tiny_dataset
+from nasforge.testing import tiny_dataset, tiny_fbnet_supernet
 
-TINY = Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1)
 TOL = 1e-5
 
 
 def _fbnet_trainer(ckpt: Path | None, dist: distributed.Context) -> SupernetTrainer:
-    sp = FBNetSpace(TINY)
-    tables, _ = cost_tables(sp, 10, 1)
-    m, fixed = tables.macs_matrix()
-    torch.manual_seed(0)
-    net = FBNetSupernet(sp, 10, 1, m)
-    net.fixed_cost.fill_(fixed)
+    net = tiny_fbnet_supernet()
     cfg = SupernetConfig(epochs=2, warmup_epochs=1, batch_size=16)  # 3 w steps an epoch
     return SupernetTrainer(net, tiny_dataset(n_train=48, n_val=24, size=12), cfg,
                            CostLoss("paper"), seed=0, checkpoint=ckpt, progress=False,

@@ -20,3 +20,18 @@ def tiny_dataset(n_train: int = 64, n_val: int = 32, n_test: int = 32, channels:
 
     return Dataset("tiny", split(n_train), split(n_val), split(n_test), num_classes,
                    (0.0,) * channels, (1.0,) * channels)
+
+
+def tiny_fbnet_supernet(seed: int = 0) -> torch.nn.Module:
+    """An FBNet supernet on a 2-layer, 12×12, 1-channel, 10-class skeleton, priced by MACs
+    (seeded weights): the smallest real supernet, for trainer and loop tests."""
+    from nasforge.spaces.fbnet import FBNetSpace, Skeleton, cost_tables
+    from nasforge.supernets.fbnet import FBNetSupernet
+
+    sp = FBNetSpace(Skeleton("fbnet-tiny", 12, 8, 2, ((8, 1, 1), (16, 1, 2)), 32, in_channels=1))
+    tables, _ = cost_tables(sp, 10, 1)
+    m, fixed = tables.macs_matrix()
+    torch.manual_seed(seed)
+    net = FBNetSupernet(sp, 10, 1, m)
+    net.fixed_cost.fill_(fixed)
+    return net
