@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         p = Predictor(view.arch_encoding(), None, seed=seed)
         pretrain_proxy(p, xa[free], flops[free], params[free])
         proxy_tau = kendall_tau(p.predict_proxy(xa[te])[:, 0], flops[te])
-        fit_accuracy(p, xa[tr], acc[tr])
+        fit_accuracy(p, xa[tr], acc[tr] / 100.0)  # the table's %, as fractions (bounded head)
         pred = p.predict(xa)
         tau = kendall_tau(pred[te], acc[te])
         fine = []

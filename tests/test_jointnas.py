@@ -39,3 +39,21 @@ def test_search_then_reuse_for_another_constraint(tmp_path):
     assert not (b / "trials.sqlite").exists() and not (b / "candidates.json").exists()
     info = json.loads((b / "run.json").read_text())["jointnas"]
     assert info["reused"] == str(a) and info["verification"] == []
+
+
+@pytest.mark.parametrize("top", [1, 3, 5])
+def test_budget_gives_the_verification_room_for_every_candidate(top):
+    """The verification trains --top candidates and the default recipe, each for a coarse
+    trial's seconds (the search stage's over 2 · batch); the plain sample-based 10 % share held
+    one of them, so the plan sizes the rank stage by --top and still sums to the budget."""
+    from nasforge.methods.budget import SAMPLE_BASED, Budget
+    from nasforge.methods.jointnas import rank_shares
+
+    s = make_settings("jointnas", budget=240, top=top)
+    b = Budget.for_settings(s, SAMPLE_BASED, n_candidates=top + 1,
+                            shares=rank_shares(s, top + 1))
+    trial = b.planned["search"] / (2 * s.batch) * s.workers
+    assert b.planned["rank"] >= (top + 1) * trial
+    assert sum(b.planned.values()) == pytest.approx(240)
+    plain = Budget.for_settings(s, SAMPLE_BASED, n_candidates=top + 1)
+    assert plain.planned["rank"] < (top + 1) * plain.planned["search"] / (2 * s.batch)

@@ -193,7 +193,8 @@ def _run(strategy, store_path, trials):
 
 def test_coarse_stage_ranks_sobol_rounds_and_resumes_exactly(tmp_path):
     space = toy_space()
-    full = _run(_coarse(space), tmp_path / "a.sqlite", 24)
+    strategy = _coarse(space)
+    full = _run(strategy, tmp_path / "a.sqlite", 24)
     assert len(full) == 24 and len({a for a, _ in full}) == 24  # never asks twice
     # the first round is the Sobol sequence in order (nothing to rank with yet)
     from scipy.stats import qmc
@@ -206,5 +207,45 @@ def test_coarse_stage_ranks_sobol_rounds_and_resumes_exactly(tmp_path):
     assert later > first
     # interrupted after 10 trials and resumed by a fresh strategy: the same run
     _run(_coarse(space), tmp_path / "b.sqlite", 10)
-    resumed = _run(_coarse(space), tmp_path / "b.sqlite", 24)
+    again = _coarse(space)
+    resumed = _run(again, tmp_path / "b.sqlite", 24)
     assert [a for a, _ in resumed] == [a for a, _ in full]
+    # predicted before training, for every trial a fitted predictor chose (rounds 2-4; the
+    # first round is unranked), paired with what it measured; the same after the resume
+    pro = strategy.prospective()
+    assert pro["n"] == 18 and pro["kendall_tau"] is not None
+    assert [q["measured"] for q in pro["pairs"]] == [r for _, r in full[6:]]
+    assert again.prospective() == pro
+    assert pro["kendall_tau"] > 0.3  # the toy reward is a function of the encoded FLOPs
+
+
+def test_bounded_accuracy_head_never_predicts_outside_its_bounds():
+    """Fitted on a few accuracies, an unbounded regression extrapolates past 1 (1.44 predicted
+    for 0.92 measured in a real run); the logit-space head stays in (0, 1), still ranks, and
+    refuses accuracies outside its bounds."""
+    space = toy_space()
+    rng = np.random.default_rng(2)
+    archs = [space.sample(rng) for _ in range(400)]
+    xa, _ = encode_archs(view_of(space), archs)
+    fl, pa = map(np.array, zip(*(toy_counts(a) for a in archs)))
+    cfg = FitConfig(frozen_epochs=30, end_to_end_epochs=30, proxy_epochs=10)
+    torch.set_num_threads(1)
+    z = (np.log(fl) - np.log(fl).mean()) / np.log(fl).std()
+    y = np.clip(0.9 + 0.06 * z, 0.0, 0.99)  # larger models better, up to 0.99
+    train = np.random.default_rng(3).permutation(len(archs))[:16]  # 16 results, as a search
+    preds = {}
+    for bounds in ((0.0, 1.0), None):
+        p = Predictor(view_of(space).arch_encoding(), None, seed=0, acc_bounds=bounds)
+        pretrain_proxy(p, xa, fl, pa, cfg)
+        fit_accuracy(p, xa[train], y[train], cfg=cfg)
+        preds[bounds] = p.predict(xa)
+    pb, pu = preds[(0.0, 1.0)], preds[None]
+    assert pu.max() > 1.0  # the defect, reproduced in this setting
+    assert np.all((pb > 0) & (pb < 1))
+    assert kendall_tau(pb, y) > 0.5  # a monotone transform: the ranking survives
+    q = Predictor(view_of(space).arch_encoding(), None, seed=0)
+    with pytest.raises(UserError, match=r"acc_bounds=\(0, 100\)"):
+        fit_accuracy(q, xa[train], 100 * y[train], cfg=cfg)  # percentages into fractions
+    pct = Predictor(view_of(space).arch_encoding(), None, seed=0, acc_bounds=(0, 100))
+    fit_accuracy(pct, xa[train], 100 * y[train], cfg=cfg)
+    assert np.all(pct.predict(xa) < 100)

@@ -112,12 +112,15 @@ class Budget:
     @classmethod
     def plan(cls, total: float | None, kind: str, *, n_candidates: int = 1,
              rank_epochs: int = 2, fixed: Iterable[str] = (), train_s: float | None = None,
-             export_s: float = EXPORT_S, run_dir: RunDir | None = None) -> Budget:
+             export_s: float = EXPORT_S, run_dir: RunDir | None = None,
+             shares: dict[str, float] | None = None) -> Budget:
         """The plan of a ``kind`` method (``differentiable`` | ``sample-based``) for ``total``
         seconds (None: no budget, only the spent seconds are kept). ``n_candidates``: how many
         the ranking may train (no ranking when ≤ 1 or ``rank_epochs`` is 0); ``fixed``: the
-        stages the settings fix; ``train_s``: an explicit final-training budget."""
-        shares = dict(SHARES[kind])
+        stages the settings fix; ``train_s``: an explicit final-training budget; ``shares``:
+        stage weights replacing the kind's (a method whose ranking is sized by its own
+        settings, e.g. JointNAS's ``--top``)."""
+        shares = dict(SHARES[kind], **(shares or {}))
         if n_candidates <= 1 or rank_epochs <= 0:
             shares["rank"] = 0.0
         b = cls(total, shares, frozenset(fixed), train_s, export_s, run_dir=run_dir)
@@ -127,12 +130,13 @@ class Budget:
 
     @classmethod
     def for_settings(cls, s: SearchSettings, kind: str, *, n_candidates: int,
-                     run_dir: RunDir | None = None) -> Budget:
+                     run_dir: RunDir | None = None,
+                     shares: dict[str, float] | None = None) -> Budget:
         """The plan ``s`` asks for: ``s.budget`` seconds, the stages its explicit epochs fix."""
         fixed = [st for st, name in FIXING.items() if explicit(s, name)]
         return cls.plan(s.budget, kind, n_candidates=n_candidates,
                         rank_epochs=s.candidate_epochs, fixed=fixed, train_s=s.train_budget,
-                        run_dir=run_dir)
+                        run_dir=run_dir, shares=shares)
 
     def split(self, left: float, stages: Iterable[str]) -> dict[str, float]:
         """``left`` seconds over ``stages`` (those still to run): the export allowance and an

@@ -45,7 +45,7 @@ from nasforge.cost.targets import Targets
 from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.evaluators import DataSpec, EarlyStopEvaluator
-from nasforge.methods.budget import SAMPLE_BASED, Budget
+from nasforge.methods.budget import SAMPLE_BASED, SHARES, Budget
 from nasforge.methods.common import setup, space_name_for
 from nasforge.methods.finish import (
     MIB,
@@ -79,10 +79,24 @@ FINE_RESERVE_S = 10.0
 #: that leaves the selector less than two epochs per architecture)
 FALLBACK_FRACTION = 0.25
 #: (choice) the least seconds per architecture worth running the selector for under a budget
-#: (below it the curves are one epoch long on a busy 2-core machine: nothing to rank)
-SELECTOR_MIN_S = 30.0
+#: (below it a curve is one epoch long even on idle cores: nothing to rank; curves that still
+#: come out shorter than 2 epochs fall back too, below)
+SELECTOR_MIN_S = 6.0
 #: (choice) proxy pretraining epochs in a search (1000 free samples: ~10 CPU-seconds)
 PROXY_EPOCHS = 30
+#: (choice) headroom of the verification stage over ``n × trial seconds`` (start-up, the
+#: predictor's scoring, a candidate slower than the coarse trials' cap)
+RANK_HEADROOM = 1.15
+
+
+def rank_shares(s: JointNASSettings, n_verify: int) -> dict[str, float]:
+    """Budget weights that give the verification stage room for ``n_verify`` trainings of a
+    coarse trial's seconds: a coarse trial gets the search stage's seconds over
+    ``2 · batch / workers`` (two rounds at least), the verifications run one after another, so
+    the stage needs ``n_verify · workers / (2 · batch)`` of the search stage's weight (the
+    plain sample-based 10 % bought one 4-epoch training of the three asked for)."""
+    search = SHARES[SAMPLE_BASED]["search"]
+    return {"rank": search * RANK_HEADROOM * n_verify * s.workers / (2 * s.batch)}
 
 
 @dataclass
@@ -275,6 +289,8 @@ def _coarse(s: JointNASSettings, rd: RunDir, space: JointSpace, predictor: Predi
     strategy.refit(final=True)  # on every result
     summary = {"trials_done": res.done, "trials_failed": res.failed, "rounds": strategy.rounds,
                "seconds": res.elapsed_s,
+               # the predictor out of sample: each trial's accuracy predicted before it trained
+               "predicted_before_training": strategy.prospective(),
                "trials": [{"id": t.id, "status": t.status, "reward": t.reward,
                            "genes": t.arch.genes} for t in trials]}
     return strategy, summary
@@ -282,8 +298,9 @@ def _coarse(s: JointNASSettings, rd: RunDir, space: JointSpace, predictor: Predi
 
 def run(s: JointNASSettings, rd: RunDir) -> dict:
     reuse = Path(s.reuse) if s.reuse else None
-    budget = Budget.for_settings(s, SAMPLE_BASED, n_candidates=1 if reuse else s.top + 1,
-                                 run_dir=rd)
+    n_verify = 1 if reuse else s.top + 1  # the --top candidates and the default recipe
+    budget = Budget.for_settings(s, SAMPLE_BASED, n_candidates=n_verify, run_dir=rd,
+                                 shares=None if reuse else rank_shares(s, n_verify))
     budget.start("search")
     t_search = time.perf_counter()
     if s.torch_threads:
@@ -452,6 +469,10 @@ def _report(rd: RunDir, space: JointSpace, pick: Arch, info: dict[str, Any]) -> 
     if "coarse" in info:
         c = info["coarse"]
         lines.append(f"- coarse stage: {c['trials_done']} trials in {c['rounds']} rounds")
+        pro = c.get("predicted_before_training") or {}
+        if pro.get("kendall_tau") is not None:
+            lines.append(f"- predictor out of sample (each trial predicted before it trained): "
+                         f"Kendall τ {pro['kendall_tau']:.3f} over {pro['n']} trials")
     if "reused" in info:
         lines.append(f"- predictor reused from `{info['reused']}`: no candidate trained "
                      "during search")

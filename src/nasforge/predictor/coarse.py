@@ -10,6 +10,11 @@ before any result, takes the Sobol points in order: a quasi-random cover of Ω. 
 queue is empty the predictor is refitted on every result told so far (from its proxy-pretrained
 state, :func:`~nasforge.predictor.fit.fit_accuracy`) and the next round is drawn.
 
+Every candidate a fitted predictor chose is remembered with the accuracy it was predicted
+*before* it was trained; :meth:`CoarseStrategy.prospective` pairs those with the measured ones —
+an out-of-sample Kendall τ of the predictor on every trial after the first fit (the verified
+fine-stage candidates are few and near-identical in score: a τ over them is mostly noise).
+
 The state (``state_dict``) is JSON: the RNG, how many Sobol points were drawn, the queue, every
 result, and how many results the predictor was last fitted on. The fit is deterministic (seeded,
 one thread), so loading a state refits to the same weights and the engine's replay of logged
@@ -29,6 +34,7 @@ import torch
 from nasforge.arch import Arch
 from nasforge.errors import UserError
 from nasforge.predictor.decisions import decisions, from_unit
+from nasforge.predictor.early_stop import kendall_tau
 from nasforge.predictor.encoding import encode_archs, view_of
 from nasforge.predictor.fit import FitConfig, fit_accuracy
 from nasforge.predictor.model import Predictor
@@ -93,6 +99,7 @@ class CoarseStrategy(Strategy):
         self.results: list[tuple[Arch, float]] = []
         self.fitted_on = 0
         self.rounds = 0
+        self.predicted: dict[str, float] = {}  # key → predicted before training (fitted rounds)
 
     # -- rounds --------------------------------------------------------------------------------
     def _sobol(self, n: int) -> np.ndarray:
@@ -132,12 +139,15 @@ class CoarseStrategy(Strategy):
         if self.fitted_on == 0:
             chosen = cands[:b]
         else:
-            order = list(np.argsort(-predict(self.predictor, self.space, cands), kind="stable"))
+            scores = predict(self.predictor, self.space, cands)
+            order = list(np.argsort(-scores, kind="stable"))
             n_explore = min(int(round(self.cfg.explore * b)), max(0, len(cands) - b))
             top, rest = order[:b - n_explore], order[b - n_explore:]
             extra = (list(self.rng.choice(rest, n_explore, replace=False))
                      if n_explore else [])
             chosen = [cands[int(i)] for i in top + extra]
+            for i in top + extra:
+                self.predicted[cands[int(i)].key()] = float(scores[int(i)])
         self.queue = chosen
         self.rounds += 1
 
@@ -152,11 +162,22 @@ class CoarseStrategy(Strategy):
     def tell(self, arch: Arch, reward: float) -> None:
         self.results.append((arch, float(reward)))
 
+    def prospective(self) -> dict[str, Any]:
+        """Predicted (before training) vs measured accuracy of every trial a fitted predictor
+        chose, and their Kendall τ (None below 3 pairs)."""
+        pairs = [(self.predicted[a.key()], r) for a, r in self.results
+                 if a.key() in self.predicted]
+        tau = None
+        if len(pairs) >= 3:
+            tau = kendall_tau([p for p, _ in pairs], [m for _, m in pairs])
+        return {"n": len(pairs), "kendall_tau": tau,
+                "pairs": [{"predicted": p, "measured": m} for p, m in pairs]}
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "drawn": self.drawn, "rounds": self.rounds,
                 "queue": [a.to_dict() for a in self.queue], "asked": sorted(self.asked),
                 "results": [[a.to_dict(), r] for a, r in self.results],
-                "fitted_on": self.fitted_on}
+                "fitted_on": self.fitted_on, "predicted": self.predicted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -164,6 +185,7 @@ class CoarseStrategy(Strategy):
         self.queue = [Arch.from_dict(a) for a in state["queue"]]
         self.asked = set(state["asked"])
         self.results = [(Arch.from_dict(a), float(r)) for a, r in state["results"]]
+        self.predicted = {k: float(v) for k, v in state.get("predicted", {}).items()}
         n = int(state["fitted_on"])
         self.fitted_on = 0
         if n:  # the same fit as before: the same results in the same order

@@ -4,7 +4,8 @@ head in two phases.
 1. :func:`pretrain_proxy` — encoder + proxy head regress (log FLOPs, log params) of many
    architectures whose statistics cost nothing to compute (no training runs).
 2. :func:`fit_accuracy` — from the pretrained state, a fresh accuracy head (embedding + recipe
-   encoding → accuracy) is trained with the Huber loss: ``frozen_epochs`` with the encoder
+   encoding → accuracy, in logit space within the predictor's ``acc_bounds``) is trained with
+   the Huber loss: ``frozen_epochs`` with the encoder
    frozen *(paper: 50)*, then ``end_to_end_epochs`` of the whole network with a learning rate
    decaying (cosine) to zero *(paper: 50)*.
 
@@ -110,10 +111,11 @@ def fit_accuracy(p: Predictor, xa: np.ndarray, y: np.ndarray, xr: np.ndarray | N
         for m in net.acc_head.modules():
             if isinstance(m, torch.nn.Linear):
                 m.reset_parameters()
-    p.acc_stats = Stats.of(np.asarray(y, dtype=np.float64))
+    t = p.acc_to_fit(y)  # logit space for a bounded predictor (UserError out of bounds)
+    p.acc_stats = Stats.of(t)
     X = torch.as_tensor(np.asarray(xa, dtype=np.float32))
     R = None if xr is None else torch.as_tensor(np.asarray(xr, dtype=np.float32))
-    Y = torch.as_tensor(p.acc_stats.norm(y)[:, 0])
+    Y = torch.as_tensor(p.acc_stats.norm(t)[:, 0])
     gen = torch.Generator().manual_seed(p.seed + 3)
     losses: list[float] = []
 

@@ -11,9 +11,14 @@ trained candidates (:mod:`nasforge.predictor.fit`). Without a recipe encoding (a
 recipe choices: architecture-only mode) the accuracy head sees the embedding alone.
 
 Targets are standardised (log statistics, accuracy) with the mean and spread stored beside the
-weights, so predictions come back in the caller's units. On disk a predictor is
-``<name>.json`` (configuration, encodings, target statistics, fit history) and ``<name>.pt``
-(a state dict of tensors only, read with ``torch.load(weights_only=True)``).
+weights, so predictions come back in the caller's units. Accuracies are bounded: they are fitted
+as ``logit((acc − lo) / (hi − lo))`` (``acc_bounds``, default ``(0, 1)``: fractions, as nasforge
+measures them) and predicted through the sigmoid, so a head fitted on a dozen results cannot
+extrapolate to an accuracy above 1 (an unbounded head predicted 1.44 for a measured 0.92).
+
+On disk a predictor is ``<name>.json`` (configuration, encodings, target statistics, fit
+history) and ``<name>.pt`` (a state dict of tensors only, read with
+``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ SCHEMA = "nasforge-predictor/1"
 PREDICTOR_FIX = ("give the run directory of a finished `nasforge search jointnas` (its "
                  "predictor.json and predictor.pt), or run the coarse stage again")
 PROXY_NAMES = ("flops", "params")
+#: (choice) accuracies are clipped to [ε, 1 − ε] of their bounds before the logit (a measured
+#: 1.0 on a small validation set maps to logit(1 − ε) ≈ 6.9, not infinity)
+LOGIT_EPS = 1e-3
 
 
 @dataclass
@@ -104,10 +112,40 @@ class Predictor:
     proxy_stats: Stats | None = None
     acc_stats: Stats | None = None
     history: dict[str, Any] = field(default_factory=dict)
+    #: the range accuracies lie in (fitted in logit space); None: an unbounded regression
+    acc_bounds: tuple[float, float] | None = (0.0, 1.0)
 
     def __post_init__(self) -> None:
+        if self.acc_bounds is not None:
+            lo, hi = map(float, self.acc_bounds)
+            if not hi > lo:
+                raise UserError(f"predictor acc_bounds must be (lo, hi) with hi > lo, got "
+                                f"{self.acc_bounds}")
+            self.acc_bounds = (lo, hi)
         self.reset()
         self.pretrained: dict[str, torch.Tensor] | None = None
+
+    # -- the accuracy transform (bounded: logit space) ------------------------------------------
+    def acc_to_fit(self, y: np.ndarray) -> np.ndarray:
+        """Accuracies → the space the head regresses in (logit of the bounded fraction)."""
+        y = np.asarray(y, dtype=np.float64)
+        if self.acc_bounds is None:
+            return y
+        lo, hi = self.acc_bounds
+        if y.size and (y.min() < lo or y.max() > hi):
+            raise UserError(f"accuracies must lie in [{lo:g}, {hi:g}] (the predictor's "
+                            f"acc_bounds), got {y.min():g} … {y.max():g}; pass fractions, or "
+                            f"build the Predictor with acc_bounds=(0, 100) for percentages")
+        u = np.clip((y - lo) / (hi - lo), LOGIT_EPS, 1 - LOGIT_EPS)
+        return np.log(u / (1 - u))
+
+    def acc_from_fit(self, t: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`acc_to_fit` (the sigmoid, back into ``acc_bounds``)."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.acc_bounds is None:
+            return t
+        lo, hi = self.acc_bounds
+        return lo + (hi - lo) / (1 + np.exp(-t))
 
     def reset(self) -> None:
         """A freshly initialised network (seeded: the same every time)."""
@@ -130,7 +168,7 @@ class Predictor:
             raise UserError("the predictor's accuracy head is not fitted yet")
         self.net.eval()
         z = self.net(self._tensor(xa), self._tensor(xr)).numpy()
-        return self.acc_stats.denorm(z[:, None])[:, 0]
+        return self.acc_from_fit(self.acc_stats.denorm(z[:, None])[:, 0])
 
     @torch.no_grad()
     def predict_proxy(self, xa: np.ndarray) -> np.ndarray:
@@ -148,6 +186,7 @@ class Predictor:
                                     else self.recipe_encoding.to_dict()),
                 "proxy_stats": None if self.proxy_stats is None else asdict(self.proxy_stats),
                 "acc_stats": None if self.acc_stats is None else asdict(self.acc_stats),
+                "acc_bounds": None if self.acc_bounds is None else list(self.acc_bounds),
                 "history": self.history}
 
     def tensors(self) -> dict[str, Any]:
@@ -168,7 +207,9 @@ class Predictor:
                 PredictorConfig(**meta["config"]), int(meta["seed"]),
                 None if meta["proxy_stats"] is None else Stats(**meta["proxy_stats"]),
                 None if meta["acc_stats"] is None else Stats(**meta["acc_stats"]),
-                dict(meta.get("history") or {}))
+                dict(meta.get("history") or {}),
+                # a predictor stored before the bounded head regressed accuracy directly
+                None if meta.get("acc_bounds") is None else tuple(meta["acc_bounds"]))
         p.net.load_state_dict(tensors["net"])
         p.pretrained = tensors.get("pretrained")
         return p
