@@ -107,3 +107,10 @@ def test_usable_as_dict_key_pickled_and_copied():
         with pytest.raises(TypeError):
             b.genes["res"] = 1
     assert hash(a.genes) == hash(_nested().genes)
+
+
+def test_from_dict_copies_meta():
+    data = {"space": "fbnet-fmnist", "genes": ["k3_e1"] * 9, "meta": {"networks": {"c": 8}}}
+    a = Arch.from_dict(data)
+    data["meta"]["networks"]["c"] = 16  # the caller's dict changes afterwards …
+    assert a.meta["networks"]["c"] == 8  # … the arch does not

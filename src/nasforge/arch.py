@@ -11,6 +11,7 @@ hashable and stable (equality and hash are over canonical JSON). ``to_dict``/``t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -147,7 +148,8 @@ class Arch:
         meta = data.get("meta") or {}
         if not isinstance(meta, dict):
             raise UserError("arch field 'meta' must be an object")
-        return cls(space=data["space"], genes=data["genes"], meta=meta)
+        # a copy: an arch must not change when the caller's dict does (nor the other way)
+        return cls(space=data["space"], genes=data["genes"], meta=copy.deepcopy(meta))
 
     @classmethod
     def from_json(cls, text: str) -> Arch:

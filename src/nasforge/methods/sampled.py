@@ -169,7 +169,7 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
                if targets.needs_latency else None)
     if latency is not None and final_space is space:  # priced as the search measured them:
         for t in best:  # a re-measurement's noise must not turn a feasible pick infeasible
-            latency._ms[t.arch.key()] = float(t.metrics["latency_ms"])  # type: ignore[index]
+            latency.remember(t.arch, t.metrics["latency_ms"])  # type: ignore[index]
     result = finish(s, rd, data, Finish(
         space=final_space, candidates=cands,
         cost_model=CostModel(final_space, data.num_classes, data.input_shape, latency=latency),
