@@ -62,8 +62,11 @@ def register() -> None:
 def tiny_spaces():
     register()
     yield
-    ns.CONFIGS.unregister(TINY_NB201.name)
-    ds.CONFIGS.unregister(TINY_DARTS.name)
+    from nasforge.spaces.registry import SPACES
+
+    for reg, cfg in ((ns.CONFIGS, TINY_NB201), (ds.CONFIGS, TINY_DARTS)):
+        reg.unregister(cfg.name)
+        SPACES.unregister(cfg.name)  # the space registry lists the configs it saw at load
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup
-from nasforge.methods.settings import SupernetSettings, opt
+from nasforge.methods.settings import SearchSettings, SupernetSettings, opt
 from nasforge.methods.short_budget import ShortBudgetMethod
 from nasforge.models.darts import DartsNetwork
 from nasforge.run.result import write_result
@@ -178,6 +178,22 @@ class FinalNetwork:
         return getattr(self.space, name)
 
 
+def final_training(space: Any, s: SearchSettings) -> tuple[Any, dict[str, Any]]:
+    """What the final training of a cell search builds and its recipe overrides: on ``darts``
+    the final network with DARTS's auxiliary loss and drop path (the user's ``recipe`` wins),
+    on ``nb201`` the benchmark's network; digits are never mirrored. Shared by DARTS and
+    ENAS."""
+    recipe = dict(s.extra.get("recipe", {}))
+    if s.dataset == "digits":  # mirrored digits are other digits
+        recipe.setdefault("flip", False)
+    if isinstance(space, ds.DartsSpace):
+        cfg = space.cfg
+        recipe = {"aux_weight": cfg.auxiliary_weight if cfg.auxiliary else 0.0,
+                  "drop_path": cfg.drop_path_prob, **recipe}
+        space = FinalNetwork(space)
+    return space, recipe
+
+
 def method_for(s: DartsSettings) -> ShortBudgetMethod:
     """The method ``s`` runs (its cell's family; the small space in a short search): also what
     a data-parallel worker rebuilds (:func:`nasforge.methods.differentiable.method_for`)."""
@@ -197,15 +213,7 @@ def run(s: DartsSettings, rd: RunDir) -> dict[str, Any]:
     if collapse["warning"] and s.progress:
         print(f"nasforge darts: warning: {collapse['warning']} (try --beta-decay 50)",
               file=sys.stderr)
-    space: Any = out.space
-    recipe = dict(s.extra.get("recipe", {}))
-    if s.dataset == "digits":  # mirrored digits are other digits
-        recipe.setdefault("flip", False)
-    if isinstance(space, ds.DartsSpace):
-        cfg = space.cfg
-        recipe = {"aux_weight": cfg.auxiliary_weight if cfg.auxiliary else 0.0,
-                  "drop_path": cfg.drop_path_prob, **recipe}
-        space = FinalNetwork(space)
+    space, recipe = final_training(out.space, s)
     fs = replace(s, extra={**s.extra, "recipe": recipe})
     result = finish(fs, rd, data, Finish(
         space=space, candidates=out.candidates, cost_model=out.cost_model,

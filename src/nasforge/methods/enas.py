@@ -41,7 +41,7 @@ from nasforge.data import Dataset
 from nasforge.errors import UserError
 from nasforge.methods.budget import DIFFERENTIABLE, Budget, search_budget
 from nasforge.methods.common import Finish, finish, setup, space_name_for
-from nasforge.methods.darts import SMALL_SPACES, FinalNetwork, cell_space_names
+from nasforge.methods.darts import SMALL_SPACES, cell_space_names, final_training
 from nasforge.methods.settings import SearchSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces import darts as ds
@@ -247,18 +247,10 @@ def final_space(s: EnasSettings, out: SearchOutcome, data: Dataset
                 ) -> tuple[Any, EnasSettings, bool]:
     """The space the final training builds from, its settings (the DARTS final recipe on
     ``darts``) and whether it starts from the shared weights."""
-    space: Any = out.space
-    check_final_init(s, space)
+    check_final_init(s, out.space)
     shared = s.final_init == "shared" or (s.final_init == "auto" and s.budget is not None
-                                          and same_size(space))
-    recipe = dict(s.extra.get("recipe", {}))
-    if s.dataset == "digits":  # mirrored digits are other digits
-        recipe.setdefault("flip", False)
-    if isinstance(space, ds.DartsSpace):
-        cfg = space.cfg
-        recipe = {"aux_weight": cfg.auxiliary_weight if cfg.auxiliary else 0.0,
-                  "drop_path": cfg.drop_path_prob, **recipe}
-        space = FinalNetwork(space)
+                                          and same_size(out.space))
+    space, recipe = final_training(out.space, s)
     if shared:
         space = InheritedNetwork(space, out.net, data.train.x)
     return space, replace(s, extra={**s.extra, "recipe": recipe}), shared
