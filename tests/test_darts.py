@@ -3,6 +3,7 @@ architecture gradient (METHODS §6, issue 12)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -403,7 +404,8 @@ def test_each_fast_path_switch_alone_keeps_the_output_and_gradients():
         return [out, *torch.autograd.grad(out.square().sum(), list(net.parameters()))]
 
     plain = run(FastPath.plain())
-    for off in ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last"):
+    for off in ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last",
+                "space_to_batch"):
         for a, b in zip(plain, run(dataclasses.replace(FastPath(), **{off: False}))):
             assert torch.allclose(a, b, rtol=1e-8, atol=1e-11), off
 
@@ -431,6 +433,47 @@ def test_folded_bn_gradients_equal_the_scaled_module_bn(layout):
     for a, b in zip(*ends):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
+
+
+@pytest.mark.parametrize(("size", "stride"), [(8, 1), (6, 2), (7, 2), (7, 1)])
+def test_dil_conv_as_a_dense_conv_on_parity_sub_images(size, stride):
+    """space_to_batch: a dilation-2 DilConv (3×3 and 5×5) as a dense depthwise conv on the
+    parity sub-images (stride 1) or the even one (stride 2) gives the module's output, input
+    and weight gradients and BN statistics; an odd size at stride 1 is left to the module."""
+    from nasforge.blocks.cell_ops import DARTS_OPS
+    from nasforge.supernets.darts import (
+        _dense_dil_unit,
+        _dil_as_dense,
+        from_parity_batch,
+        to_parity_batch,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 4, size, size, generator=g, dtype=torch.float64)
+    if size % 2 == 0:
+        assert torch.equal(from_parity_batch(to_parity_batch(x0)), x0)
+    for name in ("dil_conv_3x3", "dil_conv_5x5"):
+        torch.manual_seed(0)
+        op = DARTS_OPS[name](4, stride, False).double()
+        if not _dil_as_dense(op, stride, x0):
+            assert stride == 1 and size % 2
+            continue
+        ends = []
+        for dense in (False, True):
+            m = copy.deepcopy(op)
+            x = x0.clone().requires_grad_()
+            r = F.relu(x)
+            if dense:
+                out = _dense_dil_unit(m, to_parity_batch(r) if stride == 1
+                                      else r[:, :, ::2, ::2], None)
+                out = from_parity_batch(out) if stride == 1 else out
+            else:
+                out = m[3](m[2](m[1](r)))
+            gx, gw = torch.autograd.grad(out.square().sum(), [x, m[1].weight])
+            ends.append((out, gx, gw, m[3].running_mean, m[3].running_var))
+        for a, b in zip(*ends):
+            assert a.shape == b.shape
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), name
 
 # -- the two networks of a derived genotype (issue 12: `nasforge train` on a DARTS arch) ---------
 def _size(model):
