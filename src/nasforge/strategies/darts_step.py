@@ -18,7 +18,8 @@ parameters. With ``ξ = 0`` it is the first-order gradient ``∇_α L_val(w, α)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,6 +40,19 @@ def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.T
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
 
 
+@contextmanager
+def _no_grad_for(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """``params`` without ``requires_grad`` inside: a pass that needs only the other group's
+    gradient builds no backward for them (the loop's ``frozen``, which imports this module)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
                        y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
                        xi: float, w_momentum: float = 0.0, w_weight_decay: float = 0.0,
@@ -53,41 +67,51 @@ def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
     ``(w', val)``, detached (what the loop logs)."""
     alphas = [a for a in net.arch_parameters() if a.requires_grad]
     ws = [p for p in net.weight_parameters() if p.requires_grad]
-    buffers = [b.detach().clone() for b in net.buffers()]
-    saved = [p.detach().clone() for p in ws]
+    bufs = list(net.buffers())
+    buffers = [b.detach().clone() for b in bufs]
+    saved = torch._foreach_mul([p.detach() for p in ws], 1.0)  # copies, one call
+    data = [p.data for p in ws]  # in-place arithmetic on the weights, outside autograd
     try:
         if xi:
-            g_train = _grads(_loss(loss_fn(x_train, y_train)), ws)
+            with _no_grad_for(alphas):  # ∇_w only
+                g_train = _grads(_loss(loss_fn(x_train, y_train)), ws)
             with torch.no_grad():
-                for p, g in zip(ws, g_train):
-                    step = g + w_weight_decay * p if w_weight_decay else g
-                    buf = (w_optimizer_state or {}).get(p, {}).get("momentum_buffer")
-                    if buf is not None and w_momentum:
-                        step = step + w_momentum * buf
-                    p.sub_(xi * step)
+                step = list(g_train)
+                if w_weight_decay:
+                    step = list(torch._foreach_add(step, data, alpha=w_weight_decay))
+                state = w_optimizer_state or {}
+                bufs_m = [state.get(p, {}).get("momentum_buffer") for p in ws]
+                if w_momentum and any(b is not None for b in bufs_m):
+                    idx = [i for i, b in enumerate(bufs_m) if b is not None]
+                    moved = torch._foreach_add([step[i] for i in idx],
+                                               [bufs_m[i] for i in idx], alpha=w_momentum)
+                    for i, m in zip(idx, moved):
+                        step[i] = m
+                torch._foreach_add_(data, step, alpha=-xi)
+                del g_train, step
         out = loss_fn(x_val, y_val)
         grads = _grads(_loss(out), alphas + ws)
         d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
+        del grads
         with torch.no_grad():
-            for p, s in zip(ws, saved):
-                p.copy_(s)
+            torch._foreach_copy_(data, saved)
         if xi:
-            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in v))
+            norm = torch.sqrt(sum(n.double() ** 2 for n in torch._foreach_norm(v)))
             if float(norm) > 0:
                 eps = r / float(norm)
                 grad_pm = []
                 for sign in (1.0, -1.0):
                     with torch.no_grad():
-                        for p, s, g in zip(ws, saved, v):
-                            p.copy_(s + sign * eps * g)
-                    grad_pm.append(_grads(_loss(loss_fn(x_train, y_train)), alphas))
+                        torch._foreach_copy_(data, saved)
+                        torch._foreach_add_(data, v, alpha=sign * eps)
+                    with _no_grad_for(ws):  # ∇_α only: no weight gradient is built
+                        grad_pm.append(_grads(_loss(loss_fn(x_train, y_train)), alphas))
                 d_alpha = [d - xi * (gp - gn) / (2 * eps)
                            for d, gp, gn in zip(d_alpha, *grad_pm)]
     finally:
         with torch.no_grad():
-            for p, s in zip(ws, saved):
-                p.copy_(s)
-            for b, s in zip(net.buffers(), buffers):
+            torch._foreach_copy_(data, saved)
+            for b, s in zip(bufs, buffers):
                 b.copy_(s)
     for a, d in zip(alphas, d_alpha):
         a.grad = d.detach().clone()
