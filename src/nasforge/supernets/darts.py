@@ -195,8 +195,9 @@ class FastPath:
       its gradient through the softmax of the edge).
     - ``shared_relu``: the four conv candidates (and a strided skip's FactorizedReduce) start
       with ReLU of the same input; it is computed once per edge.
-    - ``box_avg``: ``avg_pool_3x3`` (count_include_pad=False) as a separable 3×3 box sum times
-      a cached reciprocal-count map (torch's CPU avg_pool2d and its backward are slow).
+    - ``box_avg``: ``avg_pool_3x3`` (count_include_pad=False) as a 3×3 box sum (a depthwise
+      conv with an all-ones kernel) times a cached reciprocal-count map (torch's CPU
+      avg_pool2d and its backward are slow).
     - ``fold_bn``: a conv candidate ends in an affine-free BN; ``w·BN(t)`` is computed as one
       BN whose scale is ``w`` (one kernel, α's gradient from BN's own backward).
     - ``channels_last``: activations in NHWC (oneDNN's fast depthwise and pooling kernels on
@@ -225,12 +226,19 @@ class FastPath:
 _INV_COUNT: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
+_ONES: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
 def _box_sum(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Σ over each 3×3 window (zero padding 1) at ``stride``: two 1-D passes of slices."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1))
-    r = p[..., 0:w:stride] + p[..., 1:w + 1:stride] + p[..., 2:w + 2:stride]
-    return r[..., 0:h:stride, :] + r[..., 1:h + 1:stride, :] + r[..., 2:h + 2:stride, :]
+    """Σ over each 3×3 window (zero padding 1) at ``stride``: a depthwise conv with a constant
+    all-ones kernel (its forward + backward were 2–3× faster than summing nine shifted slices,
+    whose backward pads and scatters each slice)."""
+    c = x.shape[1]
+    key = (c, x.device, x.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = torch.ones(c, 1, 3, 3, dtype=x.dtype, device=x.device)
+    return F.conv2d(x, ones, None, stride, 1, 1, c)
 
 
 def avg_pool_3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
