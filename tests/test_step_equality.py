@@ -135,7 +135,8 @@ def _blocks(cout: int, stride: int) -> list[torch.nn.Module]:
 @pytest.mark.parametrize("active", [None, (3,), (2, 6), (0, 4, 8)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("cout,stride", [(8, 1), (16, 2)])
-def test_batched_weighted_sum_equals_the_plain_sum(active, training, cout, stride):
+@pytest.mark.parametrize("size", [6, 3, 2, 1])  # 1–3: the depthwise kernels are cropped
+def test_batched_weighted_sum_equals_the_plain_sum(active, training, cout, stride, size):
     torch.manual_seed(0)
     blocks = [b.double() for b in _blocks(cout, stride)]
     assert isinstance(blocks[8], Skip)
@@ -149,7 +150,7 @@ def test_batched_weighted_sum_equals_the_plain_sum(active, training, cout, strid
     plain = copy.deepcopy(blocks)
     for b in blocks + plain:
         b.train(training)
-    x = torch.randn(4, 8, 6, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 8, size, size, generator=g, dtype=torch.float64)
     w = torch.softmax(torch.randn(len(blocks), generator=g, dtype=torch.float64),
                       0).requires_grad_()
     w2 = w.detach().clone().requires_grad_()
@@ -167,3 +168,27 @@ def test_batched_weighted_sum_equals_the_plain_sum(active, training, cout, strid
     for sa, sb in zip([b.state_dict() for b in blocks], [b.state_dict() for b in plain]):
         for k in sa:
             assert torch.allclose(sa[k].double(), sb[k].double(), rtol=1e-9, atol=1e-12), k
+
+
+@pytest.mark.parametrize("k,stride,size,taps", [(5, 1, 1, (2, 3)), (5, 1, 2, (1, 4)),
+                                                (3, 1, 1, (1, 2)), (3, 2, 2, (1, 3)),
+                                                (5, 2, 2, (2, 4)), (5, 1, 3, None),
+                                                (3, 1, 2, None), (5, 2, 4, None)])
+def test_depthwise_kernel_cropped_to_the_taps_that_touch_the_map(k, stride, size, taps):
+    """On a small map a k×k depthwise conv is its central (touching) taps; cropped, the
+    output and both gradients are the same."""
+    from nasforge.supernets.batched import _dw_conv, _dw_plan, _taps
+
+    assert _taps(k, k // 2, stride, size) == taps
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(6, 6, k, stride, k // 2, groups=6, bias=False).double()
+    x = torch.randn(3, 6, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    ref = conv(x)
+    out = _dw_conv(x2, [conv.weight], _dw_plan(conv, x2))
+    assert out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
+    gy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(ref, (x, conv.weight), gy)
+    gx2, gw2 = torch.autograd.grad(out, (x2, conv.weight), gy)
+    assert torch.allclose(gx, gx2, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(gw, gw2, rtol=1e-12, atol=1e-14)

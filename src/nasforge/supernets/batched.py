@@ -89,21 +89,71 @@ def _scaled_conv_bn(cbn: nn.Sequential, h: torch.Tensor, w: torch.Tensor) -> tor
     return _bn_apply(conv(h), bn, bn.weight * w, bn.bias * w)
 
 
+def _taps(k: int, pad: int, stride: int, size: int) -> tuple[int, int] | None:
+    """The kernel taps ``[t0, t1)`` of a conv (kernel ``k``, padding ``pad``) that ever touch
+    an input of ``size`` (the others only ever multiply zero padding); None: all of them."""
+    out = (size + 2 * pad - k) // stride + 1
+    t0 = max(0, pad - (out - 1) * stride)
+    t1 = min(k, size + pad)
+    p = pad - t0
+    if (t0, t1) == (0, k) or (size + 2 * p - (t1 - t0)) // stride + 1 != out:
+        return None
+    return t0, t1
+
+
+def _dw_plan(conv: nn.Conv2d, x: torch.Tensor) -> tuple:
+    """How ``conv`` (depthwise) runs on ``x``: the kernel cropped to the taps that touch the
+    map (on a small map, a 5×5 kernel is a 3×3 or a 1×1 one: the dropped taps only ever
+    multiply zero padding, so the output and every gradient are the same sums without those
+    zero terms) — ``(stride, rows, cols, padding)``; rows/cols: tap ranges."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    if conv.dilation != (1, 1) or isinstance(conv.padding, str):
+        return ((sh, sw), (0, kh), (0, kw), conv.padding)
+    ph, pw = conv.padding
+    r = _taps(kh, ph, sh, x.shape[-2]) or (0, kh)
+    c = _taps(kw, pw, sw, x.shape[-1]) or (0, kw)
+    return ((sh, sw), r, c, (ph - r[0], pw - c[0]))
+
+
+def _dw_conv(y: torch.Tensor, weights: list[torch.Tensor], plan: tuple) -> torch.Tensor:
+    """The depthwise convs of ``weights`` (concatenated) over ``y``, cropped by ``plan``."""
+    stride, (r0, r1), (c0, c1), pad = plan
+    w = torch.cat([v[:, :, r0:r1, c0:c1] for v in weights]) if len(weights) > 1 else \
+        weights[0][:, :, r0:r1, c0:c1]
+    if (r1 - r0, c1 - c0) == (1, 1) and stride == (1, 1) and pad == (0, 0):
+        return y * w.view(1, -1, 1, 1)  # a 1×1 depthwise conv is a per-channel scale
+    return F.conv2d(y, w, None, stride, pad, 1, y.shape[1])
+
+
 def _hidden(group: list[InvertedResidual], x: torch.Tensor) -> list[torch.Tensor]:
-    """Expansion → BN → act → depthwise → BN → act of ``group`` (same kernel and stride) at
-    once; the hidden map of each block."""
-    if len(group) == 1:
-        b = group[0]
-        return [b.dw(b.pw(x))]
-    pw = [b.pw[0] for b in group]
-    y = F.conv2d(x, torch.cat([c.weight for c in pw]), None, pw[0].stride, pw[0].padding,
-                 pw[0].dilation, 1)
-    y = group[0].pw[2](_bn_cat(y, [b.pw[1] for b in group]))
-    dw = [b.dw[0] for b in group]
-    y = F.conv2d(y, torch.cat([c.weight for c in dw]), None, dw[0].stride, dw[0].padding,
-                 dw[0].dilation, y.shape[1])
-    y = group[0].dw[2](_bn_cat(y, [b.dw[1] for b in group]))
-    return list(y.split([b.hidden for b in group], dim=1))
+    """Expansion → BN → act of every block of ``group`` as one conv, one BN and one
+    activation, then one depthwise conv → BN → act per kernel shape (after cropping to the
+    taps that touch the map, so on small maps k3 and k5 blocks share one); each block's
+    hidden map, in ``group`` order."""
+    plans = [_dw_plan(b.dw[0], x) for b in group]
+    order: dict[tuple, list[int]] = {}
+    for i, p in enumerate(plans):
+        order.setdefault(p, []).append(i)
+    seq = [i for members in order.values() for i in members]
+    blocks = [group[i] for i in seq]
+    if len(blocks) == 1:
+        y = blocks[0].pw(x)
+    else:
+        pw = [b.pw[0] for b in blocks]
+        y = F.conv2d(x, torch.cat([c.weight for c in pw]), None, pw[0].stride, pw[0].padding,
+                     pw[0].dilation, 1)
+        y = blocks[0].pw[2](_bn_cat(y, [b.pw[1] for b in blocks]))
+    parts = y.split([sum(group[i].hidden for i in m) for m in order.values()], dim=1) \
+        if len(order) > 1 else (y,)
+    out: list[torch.Tensor | None] = [None] * len(group)
+    for (plan, members), h in zip(order.items(), parts):
+        sub = [group[i] for i in members]
+        h = _dw_conv(h, [b.dw[0].weight for b in sub], plan)
+        h = sub[0].dw[2](_bn_cat(h, [b.dw[1] for b in sub]))
+        for i, t in zip(members, h.split([b.hidden for b in sub], dim=1)
+                        if len(sub) > 1 else (h,)):
+            out[i] = t
+    return out  # type: ignore[return-value]
 
 
 def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
@@ -133,8 +183,7 @@ def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
             continue
         if b.use_res:
             identity.append(i)
-        key = ((b.kernel, b.stride, b.dw[0].dilation, type(b.pw[2]))
-               if _batchable(b) else ("single", i))
+        key = ("batch", type(b.pw[2])) if _batchable(b) else ("single", i)
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         if key[0] == "single":
@@ -142,7 +191,7 @@ def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
             h = b.pw(x) if b.pw is not None else x
             if b.shuffle is not None:
                 h = b.shuffle(h)
-            h = b.dw(h)
+            h = b.dw[2](b.dw[1](_dw_conv(h, [b.dw[0].weight], _dw_plan(b.dw[0], h))))
             if b.se is not None:
                 h = b.se(h)
             terms.append(_scaled_conv_bn(b.pwl, h, w[members[0]]))
