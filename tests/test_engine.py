@@ -213,3 +213,21 @@ def test_bytes_written_per_trial_do_not_grow_with_the_run(tmp_path, name):
     # and the bar means something: the state itself is large (REINFORCE) or grows (Q-learning)
     state = len(json.dumps(eng.strategy.state_dict()))
     assert late < state / 4, (late, state)
+
+
+@pytest.mark.parametrize("finish_in_budget, trials", [(True, 2), (False, 3)])
+def test_no_trial_starts_that_would_end_past_the_budget(tmp_path, finish_in_budget, trials):
+    """Trials of 0.5 s under a 1.2-s budget: the third would start at 1.0 s and end at 1.5 s.
+    The engine does not start it (the command's --budget is not overrun by a last trial);
+    without the rule it starts, and the search ends 0.3 s past its budget."""
+
+    def half_second(arch_dict, seed):  # noqa: ARG001
+        time.sleep(0.5)
+        return {"reward": 0.5}
+
+    eng = _engine(tmp_path / "t.sqlite", "random", half_second, 50, budget_s=1.2,
+                  reuse=False, finish_in_budget=finish_in_budget)
+    res = eng.run()
+    assert res.done == trials
+    if finish_in_budget:
+        assert res.elapsed_s < 1.2

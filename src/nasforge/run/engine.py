@@ -19,7 +19,10 @@ gives:
 - **faults** — a trial whose worker died (:class:`~nasforge.run.executors.WorkerLost`) or whose
   function raised is retried up to ``max_retries`` times, then marked ``failed``;
 - **budget** — no new trial starts after ``budget_s`` seconds of search (summed over resumes)
-  or ``max_trials`` trials; trials in flight are finished, so none is left ``running``.
+  or ``max_trials`` trials; trials in flight are finished, so none is left ``running``. Nor
+  does one start that would be expected to end past ``budget_s`` (``finish_in_budget``: the
+  median seconds of this run's finished trials so far), so a whole command's ``--budget`` is
+  not overrun by a last trial started a second before the end.
   ``max_trials`` counts every trial, those answered from the store too (``reuse``: a repeated
   architecture is not trained again, its stored result is told again): each is one ask of the
   strategy, and counting them bounds the run even when a strategy keeps repeating itself.
@@ -30,6 +33,7 @@ The trial function is ``fn(arch_dict, seed) -> metrics`` with a float ``metrics[
 from __future__ import annotations
 
 import concurrent.futures as cf
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -60,6 +64,7 @@ class EngineConfig:
     progress: bool = True
     desc: str = "search"
     snapshot_every: int = 100  # strategy events (asks + tells) between snapshots of its state
+    finish_in_budget: bool = True  # no trial starts that is expected to end past budget_s
 
     def __post_init__(self) -> None:
         if self.max_trials is None and self.budget_s is None:
@@ -91,6 +96,8 @@ class Engine:
         self.strategy, self.fn, self.store, self.ex, self.cfg = (strategy, fn, store, executor,
                                                                  cfg)
         self.inflight: dict[cf.Future, tuple[int, Arch]] = {}
+        self.launched_at: dict[cf.Future, float] = {}
+        self.trial_seconds: list[float] = []  # this process's finished trials (wall seconds)
         self.elapsed0 = 0.0
         self.t0 = 0.0
         self.told = 0
@@ -186,14 +193,19 @@ class Engine:
         c = self.cfg
         if c.budget_s is not None and self.elapsed() >= c.budget_s:
             return False
+        if (c.budget_s is not None and c.finish_in_budget and self.trial_seconds
+                and self.elapsed() + statistics.median(self.trial_seconds) > c.budget_s):
+            return False  # a trial started now would be expected to end past the budget
         if c.max_trials is not None and sum(self.counts.values()) >= c.max_trials:
             return False
         return True
 
     # -- the loop ------------------------------------------------------------------------------
     def _launch(self, trial_id: int, arch: Arch) -> None:
+        t = time.perf_counter()  # before submit: the local executor runs the trial in it
         fut = self.ex.submit(self.fn, arch.to_dict(), trial_seed(self.cfg.seed, trial_id))
         self.inflight[fut] = (trial_id, arch)
+        self.launched_at[fut] = t
 
     def _record(self, trial_id: int, arch: Arch, metrics: Any, worker: str | None) -> None:
         if not isinstance(metrics, dict) or not isinstance(metrics.get("reward"), (int, float)):
@@ -214,6 +226,7 @@ class Engine:
 
     def _handle(self, fut: cf.Future) -> None:
         trial_id, arch = self.inflight.pop(fut)
+        t_launch = self.launched_at.pop(fut, None)
         try:
             metrics, worker = fut.result()
         except Exception as e:  # noqa: BLE001 - retried, then recorded as failed
@@ -233,6 +246,8 @@ class Engine:
                                **self._state_write(None if told is None else "tell", told)):
                 self._moved("failed")
             return
+        if t_launch is not None:
+            self.trial_seconds.append(time.perf_counter() - t_launch)
         self._record(trial_id, arch, metrics, worker)
 
     def _progress(self) -> float:
