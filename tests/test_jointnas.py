@@ -57,3 +57,16 @@ def test_budget_gives_the_verification_room_for_every_candidate(top):
     assert sum(b.planned.values()) == pytest.approx(240)
     plain = Budget.for_settings(s, SAMPLE_BASED, n_candidates=top + 1)
     assert plain.planned["rank"] < (top + 1) * plain.planned["search"] / (2 * s.batch)
+
+
+def test_verification_keeps_the_best_measured_default_recipe_included():
+    from nasforge.methods.jointnas import best_verified
+
+    rows = [{"arch": "a", "measured": 0.92, "default_recipe": False},
+            {"arch": "b", "measured": 0.93, "default_recipe": False},
+            {"arch": "a0", "measured": 0.99, "default_recipe": True}]
+    assert best_verified(rows)["arch"] == "a0"  # the default recipe trained better: kept
+    rows[2]["measured"] = 0.90
+    assert best_verified(rows)["arch"] == "b"
+    rows[0]["measured"] = 0.93
+    assert best_verified(rows)["arch"] == "a"  # a tie: the predictor's first
