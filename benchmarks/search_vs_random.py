@@ -110,6 +110,9 @@ def row(method: str, *, dataset: str = "fashion-mnist", subset: int | None = Non
     s = make_settings(method, **kw, out=str(out))
     targets = Targets.from_settings(s)
     rc = run_costs(s, data, run_dir=res.run_dir)
+    if rc.space.name != res.space:  # the random architectures must come from the searched space
+        raise RuntimeError(f"the baseline priced space {rc.space.name!r}, the search ran on "
+                           f"{res.space!r}")
     run_info = RunDir(res.run_dir).read_json("run.json", default={})
     recipe = run_info.get("settings", {}).get("extra", {}).get("recipe", {})
     found = Arch.from_dict(res.arch)

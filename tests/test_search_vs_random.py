@@ -71,3 +71,16 @@ def test_kendall_tau() -> None:
     assert kendall_tau([0.1, 0.2, 0.3], [0.5, 0.6, 0.7]) == pytest.approx(1.0)
     assert kendall_tau([0.1, 0.2, 0.3], [0.7, 0.6, 0.5]) == pytest.approx(-1.0)
     assert math.isnan(kendall_tau([0.2, 0.2, 0.2], [0.5, 0.6, 0.7]))
+
+
+@pytest.mark.parametrize("budget, space", [(90.0, "fbnet-small"), (None, "fbnet-fmnist")])
+def test_baseline_draws_from_the_space_the_search_runs_on(budget, space) -> None:
+    """A short --budget searches the small skeleton: the random architectures (and the target
+    quantile) must come from it too, not from the space --space auto names without a budget."""
+    from nasforge.methods.api import make_settings
+    from nasforge.methods.common import setup
+    from nasforge.testing.random_baseline import run_costs
+
+    s = make_settings("fbnet", dataset="digits", budget=budget, flops=1e9, progress=False)
+    _, data = setup(s)
+    assert run_costs(s, data).space.name == space

@@ -35,10 +35,12 @@ DIFFERENTIABLE_METHODS = ("fbnet", "fbnetv2", "densenas")
 SAMPLED_METHODS = ("blockqnn", "evolution", "reinforce", "random")
 
 
-def _differentiable(method: str) -> Any:
-    from nasforge.methods import densenas, fbnet, fbnetv2
+def _differentiable(s: SearchSettings) -> Any:
+    """The method as ``s`` runs it (a short budget's small skeleton included: the random
+    architectures must come from the space the search searched)."""
+    from nasforge.methods.differentiable import method_for
 
-    return {"fbnet": fbnet.METHOD, "fbnetv2": fbnetv2.METHOD, "densenas": densenas.METHOD}[method]
+    return method_for(s)
 
 
 @dataclass
@@ -55,7 +57,7 @@ def run_costs(s: SearchSettings, data: Dataset, run_dir: str | Path | None = Non
     as a resumed run would; None: the per-device cache, building what is missing)."""
     targets = Targets.from_settings(s)
     if s.method in DIFFERENTIABLE_METHODS:
-        m = _differentiable(s.method)
+        m = _differentiable(s)
         space = m.space_for(s.space, data.input_shape)  # type: ignore[attr-defined]
         cm = CostModel.for_run(space, data.num_classes, data.input_shape, kind=m.cost_kind(s),
                                need_latency=targets.needs_latency, target=s.target,
