@@ -45,7 +45,8 @@ BEFORE = {
     "densenas": {**COMMON, "--space": "auto", "--cost": "latency", "--lam": 0.15,
                  "--log-base": 15.0, "--warmup-epochs": None, "--alternate": "step",
                  "--w-lr": 0.2, "--w-weight-decay": 4e-5, "--theta-lr": None,
-                 "--theta-weight-decay": 1e-3, "--weight-ops": None, "--arch-ops": 2,
+                 "--theta-weight-decay": None,  # issue 10: 0 in a short budgeted search
+                 "--weight-ops": None, "--arch-ops": 2,
                  "--epoch-steps": None},
     **{m: {**COMMON, **SAMPLED} for m in ("blockqnn", "evolution", "reinforce", "random")},
 }
