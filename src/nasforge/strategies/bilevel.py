@@ -131,7 +131,9 @@ class SupernetConfig:
     # times each). exclusive_grads: the θ step computes no w gradients and the w step no θ
     # gradients (requires_grad off for the other group: its backward is never built)
     exclusive_grads: bool = True
-    channels_last: bool | None = None  # None: CUDA only (CPU: docs/supernet_speed.md)
+    # None: on CUDA, and on the CPU for a supernet whose ``cpu_channels_last`` is True (FBNet,
+    # DenseNAS: measured faster, docs/supernet_speed.md)
+    channels_last: bool | None = None
     compile: bool = False  # torch.compile the supernet forward (fixed-graph relaxations)
 
     def __post_init__(self) -> None:
@@ -205,7 +207,9 @@ class SupernetTrainer:
         self.device = data.device
         self.net = prepare_module(supernet, self.device)
         cl = config.channels_last
-        self._channels_last = self.device.type == "cuda" if cl is None else bool(cl)
+        self._channels_last = ((self.device.type == "cuda"
+                                or bool(getattr(supernet, "cpu_channels_last", False)))
+                               if cl is None else bool(cl))
         self.net = self.net.to(memory_format=(torch.channels_last if self._channels_last
                                               else torch.contiguous_format))
         # torch.compile'd forward (an option; a relaxation whose draw changes the graph, as

@@ -5,11 +5,16 @@ layer's blocks, a DenseNAS slot's drawn ops). :func:`weighted_sum` gives the sam
 fewer kernels and fewer passes over the feature maps:
 
 - **batched expansions**: the inverted residuals whose 1×1 expansion is a plain (ungrouped)
-  conv and whose depthwise convs have the same kernel and stride run their expansions as one
+  conv and whose depthwise convs have the same kernel (after cropping, below) and stride run
+  their expansions as one
   convolution (the weights concatenated along the output channels), one batch norm and one
   activation over the concatenated channels, and one depthwise conv (batch norm is per
   channel, so the concatenation computes exactly each block's statistics; each block's
   running statistics are updated as its own ``BatchNorm2d`` would);
+- **depthwise kernels cropped to the map**: on a small map a k×k depthwise conv only ever
+  multiplies zero padding with its outer taps, so it runs as the conv of the taps that touch
+  the map (at 2×2 a 5×5 kernel is a 3×3 one and joins the k3 batch; at 1×1 either is a
+  per-channel scale): the same sums without their zero terms, gradients included;
 - **weights folded into the last batch norm**: ``w_i · BN_i(z) = BN(z; w_i γ_i, w_i β_i)``, so
   the multiply by ``w_i`` is not a pass of its own;
 - **one identity term**: the identity shortcuts of the residual blocks and an identity
@@ -125,35 +130,21 @@ def _dw_conv(y: torch.Tensor, weights: list[torch.Tensor], plan: tuple) -> torch
     return F.conv2d(y, w, None, stride, pad, 1, y.shape[1])
 
 
-def _hidden(group: list[InvertedResidual], x: torch.Tensor) -> list[torch.Tensor]:
-    """Expansion → BN → act of every block of ``group`` as one conv, one BN and one
-    activation, then one depthwise conv → BN → act per kernel shape (after cropping to the
-    taps that touch the map, so on small maps k3 and k5 blocks share one); each block's
-    hidden map, in ``group`` order."""
-    plans = [_dw_plan(b.dw[0], x) for b in group]
-    order: dict[tuple, list[int]] = {}
-    for i, p in enumerate(plans):
-        order.setdefault(p, []).append(i)
-    seq = [i for members in order.values() for i in members]
-    blocks = [group[i] for i in seq]
-    if len(blocks) == 1:
-        y = blocks[0].pw(x)
-    else:
-        pw = [b.pw[0] for b in blocks]
-        y = F.conv2d(x, torch.cat([c.weight for c in pw]), None, pw[0].stride, pw[0].padding,
-                     pw[0].dilation, 1)
-        y = blocks[0].pw[2](_bn_cat(y, [b.pw[1] for b in blocks]))
-    parts = y.split([sum(group[i].hidden for i in m) for m in order.values()], dim=1) \
-        if len(order) > 1 else (y,)
-    out: list[torch.Tensor | None] = [None] * len(group)
-    for (plan, members), h in zip(order.items(), parts):
-        sub = [group[i] for i in members]
-        h = _dw_conv(h, [b.dw[0].weight for b in sub], plan)
-        h = sub[0].dw[2](_bn_cat(h, [b.dw[1] for b in sub]))
-        for i, t in zip(members, h.split([b.hidden for b in sub], dim=1)
-                        if len(sub) > 1 else (h,)):
-            out[i] = t
-    return out  # type: ignore[return-value]
+def _hidden(group: list[InvertedResidual], x: torch.Tensor,
+            plan: tuple) -> list[torch.Tensor]:
+    """Expansion → BN → act → depthwise (cropped by ``plan``) → BN → act of ``group`` (the
+    same cropped kernel and stride) at once; the hidden map of each block."""
+    if len(group) == 1:
+        b = group[0]
+        h = _dw_conv(b.pw(x), [b.dw[0].weight], plan)
+        return [b.dw[2](b.dw[1](h))]
+    pw = [b.pw[0] for b in group]
+    y = F.conv2d(x, torch.cat([c.weight for c in pw]), None, pw[0].stride, pw[0].padding,
+                 pw[0].dilation, 1)
+    y = group[0].pw[2](_bn_cat(y, [b.pw[1] for b in group]))
+    y = _dw_conv(y, [b.dw[0].weight for b in group], plan)
+    y = group[0].dw[2](_bn_cat(y, [b.dw[1] for b in group]))
+    return list(y.split([b.hidden for b in group], dim=1))
 
 
 def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
@@ -183,7 +174,10 @@ def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
             continue
         if b.use_res:
             identity.append(i)
-        key = ("batch", type(b.pw[2])) if _batchable(b) else ("single", i)
+        # one batch per cropped depthwise kernel (a shared expansion across kernels measured
+        # no faster: its split copies the hidden maps)
+        key = (("batch", type(b.pw[2]), _dw_plan(b.dw[0], x)) if _batchable(b)
+               else ("single", i))
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         if key[0] == "single":
@@ -197,7 +191,7 @@ def weighted_sum(blocks: Sequence[nn.Module], x: torch.Tensor, w: torch.Tensor,
             terms.append(_scaled_conv_bn(b.pwl, h, w[members[0]]))
             continue
         group = [blocks[i] for i in members]
-        for i, b, h in zip(members, group, _hidden(group, x)):  # type: ignore[arg-type]
+        for i, b, h in zip(members, group, _hidden(group, x, key[2])):  # type: ignore[arg-type]
             terms.append(_scaled_conv_bn(b.pwl, h, w[i]))
     if identity:
         coef = w[identity[0]]
