@@ -92,7 +92,8 @@ class Flags:
     clip: bool = False  # gradient-norm clip 5 (the old default; DARTS keeps its paper's)
     exclusive: bool = True  # θ step builds no w gradients, w step no θ gradients
     batched: bool = True  # candidate ops sharing an input run batched
-    channels_last: bool | None = None  # None: the library's default (CUDA only)
+    # None: the library's default (CUDA; on the CPU the supernet's cpu_channels_last)
+    channels_last: bool | None = None
     compile: bool = False
     amp: bool = True  # bf16 autocast (CUDA only)
 
