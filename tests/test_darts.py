@@ -564,3 +564,13 @@ def test_cli_train_refuses_cell_flags_for_other_spaces(tmp_path, capsys):
     rc, _ = _train(tmp_path, arch_file, "--cells", "5")
     assert rc == 2
     assert "--cells/--channels/--search-size apply to cell-space" in capsys.readouterr().err
+
+
+def test_second_order_step_refuses_a_non_finite_validation_gradient(problem):
+    """A NaN ∇w L_val used to skip the Hessian-vector correction silently (the old stride-0 BN
+    weight did exactly that on darts-cifar): now it names the problem."""
+    net, data, state = problem
+    xt, yt, xv, yv = data
+    bad = (xt, yt, torch.full_like(xv, float("nan")), yv)
+    with pytest.raises(FloatingPointError, match="non-finite validation gradient"):
+        _second_order(net, bad, state)

@@ -18,6 +18,7 @@ parameters. With ``ξ = 0`` it is the first-order gradient ``∇_α L_val(w, α)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -96,9 +97,13 @@ def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
         with torch.no_grad():
             torch._foreach_copy_(data, saved)
         if xi:
-            norm = torch.sqrt(sum(n.double() ** 2 for n in torch._foreach_norm(v)))
-            if float(norm) > 0:
-                eps = r / float(norm)
+            norm = float(torch.sqrt(sum(n.double() ** 2 for n in torch._foreach_norm(v))))
+            if not math.isfinite(norm):  # a NaN ‖v‖ used to skip the correction silently
+                raise FloatingPointError(
+                    f"the DARTS second-order step got a non-finite validation gradient "
+                    f"(‖∇w L_val‖ = {norm}); lower --w-lr or --alpha-lr, or use --order 1")
+            if norm > 0:
+                eps = r / norm
                 grad_pm = []
                 for sign in (1.0, -1.0):
                     with torch.no_grad():
