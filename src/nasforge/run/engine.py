@@ -95,8 +95,7 @@ class Engine:
                  cfg: EngineConfig) -> None:
         self.strategy, self.fn, self.store, self.ex, self.cfg = (strategy, fn, store, executor,
                                                                  cfg)
-        self.inflight: dict[cf.Future, tuple[int, Arch]] = {}
-        self.launched_at: dict[cf.Future, float] = {}
+        self.inflight: dict[cf.Future, tuple[int, Arch, float]] = {}  # id, arch, launched at
         self.trial_seconds: list[float] = []  # this process's finished trials (wall seconds)
         self.elapsed0 = 0.0
         self.t0 = 0.0
@@ -204,8 +203,7 @@ class Engine:
     def _launch(self, trial_id: int, arch: Arch) -> None:
         t = time.perf_counter()  # before submit: the local executor runs the trial in it
         fut = self.ex.submit(self.fn, arch.to_dict(), trial_seed(self.cfg.seed, trial_id))
-        self.inflight[fut] = (trial_id, arch)
-        self.launched_at[fut] = t
+        self.inflight[fut] = (trial_id, arch, t)
 
     def _record(self, trial_id: int, arch: Arch, metrics: Any, worker: str | None) -> None:
         if not isinstance(metrics, dict) or not isinstance(metrics.get("reward"), (int, float)):
@@ -225,8 +223,7 @@ class Engine:
                     {**metrics, "best": self.best, "worker": worker, "elapsed_s": self.elapsed()})
 
     def _handle(self, fut: cf.Future) -> None:
-        trial_id, arch = self.inflight.pop(fut)
-        t_launch = self.launched_at.pop(fut, None)
+        trial_id, arch, t_launch = self.inflight.pop(fut)
         try:
             metrics, worker = fut.result()
         except Exception as e:  # noqa: BLE001 - retried, then recorded as failed
@@ -246,8 +243,7 @@ class Engine:
                                **self._state_write(None if told is None else "tell", told)):
                 self._moved("failed")
             return
-        if t_launch is not None:
-            self.trial_seconds.append(time.perf_counter() - t_launch)
+        self.trial_seconds.append(time.perf_counter() - t_launch)
         self._record(trial_id, arch, metrics, worker)
 
     def _progress(self) -> float:

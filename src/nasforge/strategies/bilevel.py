@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +55,7 @@ from nasforge.distributed import SINGLE, Context, seed_for
 from nasforge.errors import UserError
 from nasforge.progress import Bar
 from nasforge.run.scalars import log_scalars
-from nasforge.strategies.darts_step import unrolled_arch_grad
+from nasforge.strategies.darts_step import frozen, unrolled_arch_grad
 from nasforge.supernets.base import Supernet
 from nasforge.train.amp import autocast, fused_kwargs, prepare_module
 from nasforge.train.schedules import cosine_lr, set_lr
@@ -170,20 +169,6 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-@contextmanager
-def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """``params`` without ``requires_grad`` inside the block: a step that updates only the
-    other group builds no backward (and saves no activations) for them."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-
-
 def beta_decay_penalty(alphas: Any) -> torch.Tensor:
     """β-DARTS's Beta-Decay term: the mean over every edge (a row of any α tensor) of
     logsumexp(α_e); its gradient is softmax(α_e)/#edges, which keeps the activated α small
@@ -207,6 +192,7 @@ class SupernetTrainer:
         self.device = data.device
         self.net = prepare_module(supernet, self.device)
         cl = config.channels_last
+        # getattr: a duck-typed relaxation (not a Supernet subclass) runs NCHW on the CPU
         self._channels_last = ((self.device.type == "cuda"
                                 or bool(getattr(supernet, "cpu_channels_last", False)))
                                if cl is None else bool(cl))

@@ -19,7 +19,7 @@ parameters. With ``ξ = 0`` it is the first-order gradient ``∇_α L_val(w, α)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,16 +42,18 @@ def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.T
 
 
 @contextmanager
-def _no_grad_for(params: list[torch.nn.Parameter]) -> Iterator[None]:
-    """``params`` without ``requires_grad`` inside: a pass that needs only the other group's
-    gradient builds no backward for them (the loop's ``frozen``, which imports this module)."""
+def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """``params`` without ``requires_grad`` inside the block: a step or pass that needs only the
+    other group's gradient builds no backward (and saves no activations) for them. Used by the
+    bilevel loop's w/θ steps and by the second-order passes below."""
+    flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p in params:
-            p.requires_grad_(True)
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
 
 
 def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
@@ -74,7 +76,7 @@ def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
     data = [p.data for p in ws]  # in-place arithmetic on the weights, outside autograd
     try:
         if xi:
-            with _no_grad_for(alphas):  # ∇_w only
+            with frozen(alphas):  # ∇_w only
                 g_train = _grads(_loss(loss_fn(x_train, y_train)), ws)
             with torch.no_grad():
                 step = list(g_train)
@@ -109,7 +111,7 @@ def unrolled_arch_grad(net: Supernet, loss_fn: LossFn, x_train: torch.Tensor,
                     with torch.no_grad():
                         torch._foreach_copy_(data, saved)
                         torch._foreach_add_(data, v, alpha=sign * eps)
-                    with _no_grad_for(ws):  # ∇_α only: no weight gradient is built
+                    with frozen(ws):  # ∇_α only: no weight gradient is built
                         grad_pm.append(_grads(_loss(loss_fn(x_train, y_train)), alphas))
                 d_alpha = [d - xi * (gp - gn) / (2 * eps)
                            for d, gp, gn in zip(d_alpha, *grad_pm)]

@@ -60,6 +60,10 @@ def concentration(rows: Iterable[torch.Tensor]) -> dict[str, float]:
 class Supernet(nn.Module):
     """Base class of the differentiable relaxations (see the module docstring)."""
 
+    #: NHWC on the CPU as well when the loop's ``channels_last`` is None (set by the supernets
+    #: measured faster that way; on CUDA the loop always runs NHWC)
+    cpu_channels_last: bool = False
+
     def weight_parameters(self) -> Iterator[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
         for p in self.parameters():

@@ -35,14 +35,6 @@ DIFFERENTIABLE_METHODS = ("fbnet", "fbnetv2", "densenas")
 SAMPLED_METHODS = ("blockqnn", "evolution", "reinforce", "random")
 
 
-def _differentiable(s: SearchSettings) -> Any:
-    """The method as ``s`` runs it (a short budget's small skeleton included: the random
-    architectures must come from the space the search searched)."""
-    from nasforge.methods.differentiable import method_for
-
-    return method_for(s)
-
-
 @dataclass
 class RunCosts:
     """A run's space, its cost model and (differentiable spaces) the shared repair."""
@@ -57,7 +49,9 @@ def run_costs(s: SearchSettings, data: Dataset, run_dir: str | Path | None = Non
     as a resumed run would; None: the per-device cache, building what is missing)."""
     targets = Targets.from_settings(s)
     if s.method in DIFFERENTIABLE_METHODS:
-        m = _differentiable(s)
+        from nasforge.methods.differentiable import method_for
+
+        m = method_for(s)  # as s runs it: a short budget's small skeleton, the space searched
         space = m.space_for(s.space, data.input_shape)  # type: ignore[attr-defined]
         cm = CostModel.for_run(space, data.num_classes, data.input_shape, kind=m.cost_kind(s),
                                need_latency=targets.needs_latency, target=s.target,
