@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,8 +225,25 @@ def _entry(index: int, fn: Callable[..., Any], world: int, port: int, threads: i
     torch.set_num_threads(threads)
     try:
         fn(*args)
-    finally:
+    except BaseException:
         shutdown()
+        raise
+    _leave_together()
+
+
+def _leave_together() -> None:
+    """A rank's clean exit: wait for every rank, close the group, then end the process without
+    the interpreter's teardown. The ranks' work is done and saved by now; what remains is C++
+    static destruction, where a gloo thread still joinable aborts the process (``terminate
+    called without an active exception``, SIGABRT), which the launcher would report as a failed
+    rank although nothing failed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(nproc: int, fn: Callable[..., Any], args: tuple[Any, ...] = (), *,
