@@ -52,16 +52,18 @@ BEFORE = {
 }
 CHOICES = {
     "fbnet": {"--loss": ["paper", "seed"], "--cost": ["latency", "flops"],
-              "--alternate": ["step", "epoch"]},
+              "--alternate": ["step", "epoch"], "--below-target": ["flat", "reward"]},
     "fbnetv2": {"--loss": ["paper", "seed", "additive"],
                 "--cost": ["auto", "flops", "params", "latency"],
-                "--alternate": ["step", "epoch"]},
-    "densenas": {"--cost": ["latency", "flops"], "--alternate": ["step", "epoch"]},
+                "--alternate": ["step", "epoch"], "--below-target": ["flat", "reward"]},
+    "densenas": {"--cost": ["latency", "flops"], "--alternate": ["step", "epoch"],
+                 "--below-target": ["flat", "reward"]},
     **{m: {"--executor": ["local", "process", "ray"]}
        for m in ("blockqnn", "evolution", "reinforce", "random")},
 }
 ADDED = {"--peak-memory-mb"}  # new since then
-SUPERNET_ADDED = {"--nproc"}  # new since then on the supernet searches (data parallel)
+# new since then on the supernet searches: data parallel; the loss floored at the target
+SUPERNET_ADDED = {"--nproc", "--below-target"}
 
 
 def _help(method: str, capsys, monkeypatch) -> dict[str, str]:

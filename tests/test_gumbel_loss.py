@@ -58,3 +58,44 @@ def test_loss_gradient_flows_to_cost():
     lat = torch.tensor(500.0, requires_grad=True)
     CostLoss("paper")(torch.tensor(1.0), lat).backward()
     assert lat.grad.item() > 0
+
+
+@pytest.mark.parametrize("form", ["paper", "seed", "additive"])
+def test_floored_loss_stops_rewarding_cost_below_the_target_only(form):
+    ce = torch.tensor(1.3)
+    floored, plain = CostLoss(form, floor=1000.0), CostLoss(form)
+    below = torch.tensor(600.0, requires_grad=True)
+    floored(ce, below).backward()
+    assert below.grad.item() == 0.0  # nothing to gain by saving cost under the target
+    assert floored(ce, below).item() == pytest.approx(plain(ce, torch.tensor(1000.0)).item())
+    above = torch.tensor(1500.0, requires_grad=True)
+    floored(ce, above).backward()
+    above_plain = torch.tensor(1500.0, requires_grad=True)
+    plain(ce, above_plain).backward()
+    assert above.grad.item() > 0 and above.grad.item() == pytest.approx(above_plain.grad.item())
+    with pytest.raises(UserError, match="floor must be positive"):
+        CostLoss(form, floor=0.0)
+
+
+def test_targets_in_the_loss_unit():
+    from nasforge.cost.targets import Targets
+
+    t = Targets(latency_ms=1.5, flops=2e6, params=3e5)
+    assert t.in_loss_unit("latency") == pytest.approx(1500.0)  # µs
+    assert t.in_loss_unit("flops") == pytest.approx(2000.0)  # kMACs
+    assert t.in_loss_unit("params") == pytest.approx(300.0)  # kparams
+    assert Targets(flops=2e6).in_loss_unit("latency") is None
+
+
+def test_search_loss_is_floored_at_the_target_of_its_own_cost():
+    from nasforge.methods import fbnet, fbnetv2
+    from nasforge.methods.differentiable import search_loss
+
+    m = fbnet.METHOD
+    assert search_loss(m, fbnet.FBNetSettings(latency_ms=0.8)).floor == pytest.approx(800.0)
+    assert search_loss(m, fbnet.FBNetSettings(flops=1e6)).floor is None  # latency cost
+    assert search_loss(m, fbnet.FBNetSettings(cost="flops", flops=1e6)).floor == 1000.0
+    assert search_loss(m, fbnet.FBNetSettings(latency_ms=0.8, below_target="reward")).floor is None
+    assert search_loss(m, fbnet.FBNetSettings()).floor is None
+    v2 = fbnetv2.FBNetV2Settings(params=5e4)  # cost auto → params
+    assert search_loss(fbnetv2.METHOD, v2).floor == pytest.approx(50.0)

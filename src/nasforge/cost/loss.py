@@ -6,6 +6,12 @@
 - ``none``: ``CE`` (no cost term)
 
 ``cost`` must be in a unit where ``log(cost) > 0`` (the LUT's µs, or kMACs).
+
+``floor`` (a target in the cost's unit, set when the run has one) makes the loss see
+``max(cost, floor)``: the cost term still pushes down a supernet above the target, and no longer
+rewards cost saved below it. Without it the paper's term keeps trading accuracy for latency that
+nobody asked to save (docs/search_vs_random.md: FBNet picked 727 K MACs under a target that
+random architectures of 1.5 M MACs met).
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ class CostLoss:
     beta: float = 0.6
     lam: float = 0.15
     base: float = 15.0
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise UserError(f"unknown loss form {self.form!r}; choose from {list(FORMS)}")
+        if self.floor is not None and not self.floor > 0:
+            raise UserError(f"the loss's cost floor must be positive, got {self.floor}")
 
     def __call__(self, ce: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
         if self.form == "none":
             return ce
+        if self.floor is not None:
+            cost = cost.clamp_min(self.floor)
         log_cost = torch.log(cost)
         if self.form == "paper":
             return ce * self.alpha * log_cost.clamp_min(1e-6) ** self.beta

@@ -72,6 +72,15 @@ class Targets:
     def meets(self, c: Costs) -> bool:
         return self.violation(c) == 0.0
 
+    def in_loss_unit(self, kind: str) -> float | None:
+        """The target on the cost the differentiable loss uses (``kind``, in
+        :data:`~nasforge.cost.model.LOSS_UNITS`: latency in µs, flops in kMACs, params in
+        kparams), or None when the run has no target of that kind."""
+        value = {"latency": self.latency_ms, "flops": self.flops, "params": self.params}.get(kind)
+        if value is None:
+            return None
+        return value * 1e3 if kind == "latency" else value / 1e3
+
     def describe(self) -> str:
         parts = [f"{k}={v:g}" for k, v in asdict(self).items() if v is not None]
         return ", ".join(parts) or "none"

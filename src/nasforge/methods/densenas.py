@@ -22,7 +22,7 @@ from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import SearchOutcome, warmup_epochs
-from nasforge.methods.settings import SupernetSettings, opt
+from nasforge.methods.settings import CostSupernetSettings, opt
 from nasforge.methods.short_budget import ShortBudgetMethod, short_search
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.dense import SPECS, DenseSpace
@@ -31,7 +31,7 @@ from nasforge.supernets.densenas import DenseSupernet
 
 
 @dataclass
-class DenseNASSettings(SupernetSettings):
+class DenseNASSettings(CostSupernetSettings):
     """Defaults are the official code's (ImageNet, MobileNetV2 space), except in a budgeted
     search, whose few steps get a larger θ lr and rounds of 8 steps, a short one
     (:mod:`nasforge.methods.short_budget`) also the small 28×28 space with every op run in

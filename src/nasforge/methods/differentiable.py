@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -133,8 +133,17 @@ def _parts(m: DifferentiableMethod, s: SearchSettings, rd: RunDir,
 
 def _trainer(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset,
              net: Supernet, dist: distributed.Context = distributed.SINGLE) -> SupernetTrainer:
-    return SupernetTrainer(net, data, m.loop(s, data), m.loss(s), seed=s.seed,
+    return SupernetTrainer(net, data, m.loop(s, data), search_loss(m, s), seed=s.seed,
                            checkpoint=rd.file("supernet.ckpt"), progress=s.progress, dist=dist)
+
+
+def search_loss(m: DifferentiableMethod, s: SearchSettings) -> CostLoss:
+    """The method's loss, floored at the run's target of the loss's cost unless
+    ``--below-target reward`` (:class:`~nasforge.cost.loss.CostLoss`)."""
+    loss = m.loss(s)
+    if loss.form == "none" or getattr(s, "below_target", "flat") == "reward":
+        return loss
+    return replace(loss, floor=Targets.from_settings(s).in_loss_unit(m.cost_kind(s)))
 
 
 def _train_rank(ctx: distributed.Context, payload: dict[str, Any],
@@ -244,6 +253,7 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
         "arch_state": net.arch_state(), "convergence": convergence,
         "arch_parameters": [p.detach().tolist() for p in net.arch_parameters()],
         "cost": cm.kind, "targets": targets.to_dict(), "cardinality": space.cardinality(),
+        "loss": asdict(search_loss(m, s)),
     })
     return SearchOutcome(space, net, cm, targets, st, convergence, derived, samples, cands,
                          world_size=world)

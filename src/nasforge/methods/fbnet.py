@@ -17,7 +17,7 @@ from nasforge.errors import UserError
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import warmup_epochs
-from nasforge.methods.settings import SupernetSettings, opt
+from nasforge.methods.settings import CostSupernetSettings, opt
 from nasforge.methods.short_budget import ShortBudgetMethod, short_search
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.fbnet import SKELETONS, FBNetSpace
@@ -26,7 +26,7 @@ from nasforge.supernets.fbnet import FBNetSupernet
 
 
 @dataclass
-class FBNetSettings(SupernetSettings):
+class FBNetSettings(CostSupernetSettings):
     """The paper's defaults, except in a short budgeted search
     (:mod:`nasforge.methods.short_budget`): θ gets the larger lr its few steps need and
     ``--space auto`` takes the small 28×28 skeleton (docs/fbnet.md, "Convergence")."""

@@ -18,7 +18,7 @@ from nasforge.data.batches import default_batch_size
 from nasforge.methods import differentiable
 from nasforge.methods.budget import search_budget
 from nasforge.methods.differentiable import DifferentiableMethod, warmup_epochs
-from nasforge.methods.settings import SupernetSettings, opt
+from nasforge.methods.settings import CostSupernetSettings, opt
 from nasforge.run.rundir import RunDir
 from nasforge.spaces.masking import SKELETONS, MaskingSpace
 from nasforge.strategies.bilevel import SupernetConfig, epoch_steps_for, short_run_default
@@ -26,7 +26,7 @@ from nasforge.supernets.dmasking import DMaskingSupernet
 
 
 @dataclass
-class FBNetV2Settings(SupernetSettings):
+class FBNetV2Settings(CostSupernetSettings):
     # FBNetV2 trains the argmax architecture (the paper); --samples K adds K draws from P_θ,
     # ranked from scratch by the finish stage
     samples: int = opt(0, "architectures sampled from P_θ besides argmax")

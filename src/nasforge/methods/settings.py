@@ -172,3 +172,14 @@ class SupernetSettings(SearchSettings):
         super().validate()
         if self.nproc < 1:
             raise UserError(f"--nproc must be ≥ 1, got {self.nproc}")
+
+
+@dataclass
+class CostSupernetSettings(SupernetSettings):
+    """A supernet search whose loss has a cost term (FBNet, FBNetV2, DenseNAS)."""
+
+    below_target: str = opt("flat", "the loss's cost term below a target of its own cost "
+                            "(--latency-ms with a latency cost, --flops with flops, --params "
+                            "with params): flat (the loss sees max(cost, target), so cost saved "
+                            "below the target earns nothing) | reward (the paper: lower is "
+                            "always better)", ("flat", "reward"))
