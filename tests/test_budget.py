@@ -179,6 +179,38 @@ def test_the_trainer_cuts_its_epochs_to_the_budget():
     assert res.seconds <= 0.5 + last["seconds"]  # at most the epoch it ran out in
 
 
+def test_a_budget_cut_training_plans_its_schedule_to_decay_within_the_budget():
+    """A first epoch longer than the budget (a short ranking on a large training set): the
+    schedule is planned over the steps that fit, so the training ends with its rate decayed
+    instead of a few steps into a schedule planned for every epoch (chance accuracy)."""
+    import time
+
+    import torch
+
+    class Slow(torch.nn.Module):  # 50 ms a step: 64 steps an epoch take 3.2 s
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.05)
+            return self.lin(x.flatten(1))
+
+    data = tiny_dataset(n_train=512, n_val=16, n_test=16, size=8)
+    r = Recipe(epochs=3, batch_size=8, budget_s=1.5, augment=False, lr=0.1, warmup_epochs=0.3)
+    t = Trainer(Slow(), data, r, progress=False)
+    res = t.fit()
+    assert t.opt.param_groups[0]["lr"] < 0.05 * r.lr  # the last step: the end of the cosine
+    assert res.epochs == 1 and t.total_steps is not None and 4 <= t.total_steps < 64
+    assert t.steps == t.total_steps  # it ran the steps it planned, no more
+    total, warmup = t._schedule(64)
+    assert total == t.total_steps and warmup == pytest.approx(0.1 * total)  # the same share
+    unbudgeted = Trainer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), data,
+                         Recipe(epochs=1, batch_size=8, augment=False), progress=False)
+    unbudgeted.fit()
+    assert unbudgeted.total_steps is None and unbudgeted.steps == 64
+
+
 def _result():
     return {"method": "fbnet", "space": "s", "dataset": "d", "seed": 0, "arch": {},
             "val_acc": 0.5, "test_acc": 0.5, "params": 1, "flops": 1,
@@ -221,3 +253,13 @@ def test_a_budgeted_run_ends_within_its_budget(tmp_path, method, flags):
 def test_a_budget_must_be_positive():
     with pytest.raises(UserError, match="--budget must be positive"):
         FBNetSettings(budget=0.0).validate()
+
+
+def test_a_budgeted_sampled_search_gives_each_trial_a_share_of_the_search():
+    from nasforge.methods.sampled import BUDGET_TRIALS, SampleSettings, trial_budget
+
+    s = SampleSettings(budget=300.0, workers=2)
+    assert trial_budget(s, 120.0) == pytest.approx(120.0 * 2 / BUDGET_TRIALS)
+    assert trial_budget(SampleSettings(budget=300.0, eval_budget=7.0), 120.0) == 7.0  # given
+    assert trial_budget(SampleSettings(), None) is None  # no budget: the epochs in full
+    assert trial_budget(SampleSettings(budget=5.0, workers=1), 2.0) == 1.0  # at least 1 s

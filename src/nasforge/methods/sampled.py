@@ -43,6 +43,10 @@ def space_help() -> str:
             f"random also: {' | '.join(other)} (default nsc-fast: NSC, stride-2 stem)")
 
 
+#: trials a budgeted search plans room for when --eval-budget is not given
+BUDGET_TRIALS = 24
+
+
 @dataclass
 class SampleSettings(SearchSettings):
     space: str = opt("nsc-fast", space_help)
@@ -56,7 +60,9 @@ class SampleSettings(SearchSettings):
     max_trials: int = opt(200, "trials to run")
     max_retries: int = opt(2, "re-runs of a trial whose worker died")
     eval_epochs: int = opt(3, "early-stop epochs per trial")
-    eval_budget: float | None = opt(None, "seconds per trial")
+    eval_budget: float | None = opt(None, "seconds per trial (default: with --budget, the "
+                                    f"search's seconds for {BUDGET_TRIALS} trials; else the "
+                                    "epochs in full)")
     eval_lr: float = opt(0.05, "learning rate of the trial trainings")
     eval_batch_size: int = opt(64, "batch size of the trial trainings")
     mu: float = opt(0.01, "reward weight of log(MFLOPs)")
@@ -114,6 +120,16 @@ def infeasible(rd: RunDir, targets: Targets, closest: Trial, done: int) -> UserE
                      "(--max-trials, --budget)")
 
 
+def trial_budget(s: SampleSettings, search_s: float | None) -> float | None:
+    """Seconds per trial: ``--eval-budget`` when given; in a budgeted run, the search stage's
+    seconds for :data:`BUDGET_TRIALS` trials (``--workers`` at a time), so that a large data
+    set's full early-stop epochs (348 s a trial on all of Fashion-MNIST) do not spend the whole
+    search on one or two trials; else None (the ``--eval-epochs`` in full)."""
+    if s.eval_budget is not None or search_s is None:
+        return s.eval_budget
+    return max(search_s * s.workers / BUDGET_TRIALS, 1.0)
+
+
 def _options(s: SampleSettings) -> dict[str, Any]:
     """The user's strategy options only: every default lives in the strategy's config dataclass,
     the same for the CLI and ``nasforge.api.search`` (Q-learning's ε already follows the run)."""
@@ -133,7 +149,8 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     remote = s.executor != "local"
     targets = Targets.from_settings(s)
     ev = EarlyStopEvaluator(space, DataSpec(s.dataset, s.data_dir, s.subset, s.seed, str(dev)),
-                            epochs=s.eval_epochs, budget_s=s.eval_budget, mu=s.mu, rho=s.rho,
+                            epochs=s.eval_epochs, budget_s=trial_budget(s, budget.left()),
+                            mu=s.mu, rho=s.rho,
                             threads=max(1, int(s.cpus_per_trial)) if remote else None,
                             recipe=recipe, targets=targets.to_dict(), target=s.target,
                             latency_threads=s.threads)

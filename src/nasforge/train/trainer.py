@@ -43,6 +43,8 @@ from nasforge.train.evaluate import accuracy
 from nasforge.train.schedules import cosine_lr, set_lr
 
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+#: steps timed before a budget plans the schedule (the first one, slow, is left out)
+PROBE_STEPS = 4
 DROP_PATH_SCHEDULES = ("linear", "constant")
 
 
@@ -163,6 +165,9 @@ class Trainer:
         self.epoch = 0
         self.steps = 0  # optimizer steps taken (the EMA warm-up follows it)
         self.planned_epochs = recipe.epochs
+        #: the learning-rate schedule's length in steps once a budget has cut it (None: the
+        #: recipe's epochs): a budget-cut training still warms up and decays to the end
+        self.total_steps: int | None = None
         self.elapsed_s = 0.0
         self.history: list[dict[str, Any]] = []
 
@@ -216,11 +221,13 @@ class Trainer:
         would) without changing the schedule. ``test=False`` skips the test-set accuracy
         (``nan``): a ranking needs only the validation accuracy.
 
-        With ``recipe.budget_s`` the epochs are cut to what fits: after the first epoch the
-        plan is the epochs whose measured time, plus the final evaluation's, fits the budget;
-        later epochs cut it again if the machine slowed down; an epoch that would run past
-        the budget (a first epoch longer than the whole budget) stops at the batch where the
-        time left is the evaluation's."""
+        With ``recipe.budget_s`` the training is cut to what fits, and so is its learning-rate
+        schedule: after :data:`PROBE_STEPS` steps the schedule (warm-up share and cosine decay)
+        is planned over the steps whose measured time, plus the final evaluation's, fits the
+        budget. A cut training thus ends with its rate decayed, not a few steps into a schedule
+        planned for all the epochs (which left short budgeted rankings at chance accuracy).
+        Each epoch's end plans again with the epoch's time, only ever shorter (the machine
+        slowed down); a step that would run past the budget anyway stops the training."""
         r = self.r
         n = len(self.data.train)
         bs = self.batch_size()
@@ -240,14 +247,20 @@ class Trainer:
             seen = 0
             truncated = False
             for i, idx in enumerate(idxs):
-                if r.budget_s is not None and i > 0 and not (self.epoch == 0 and i == 1):
+                step = self.epoch * steps_per_epoch + i
+                if r.budget_s is not None:
                     spent = self.elapsed_s + time.perf_counter() - t0
-                    if spent + self._eval_reserve(spent, self.epoch * n + seen) >= r.budget_s:
+                    if self.total_steps is None and self.steps >= PROBE_STEPS:
+                        self._plan_steps(spent, step, steps_per_epoch)
+                    if self.total_steps is not None and step >= self.total_steps:
+                        truncated = True  # the planned steps are done
+                        break
+                    if i > 0 and not (self.epoch == 0 and i == 1) and spent + \
+                            self._eval_reserve(spent, self.epoch * n + seen) >= r.budget_s:
                         truncated = True  # out of time inside an epoch: this is the last one
                         break
-                step = self.epoch * steps_per_epoch + i
-                lr = cosine_lr(r.lr, step, self.planned_epochs * steps_per_epoch,
-                               warmup=r.warmup_epochs * steps_per_epoch)
+                total, warmup = self._schedule(steps_per_epoch)
+                lr = cosine_lr(r.lr, step, total, warmup=warmup)
                 idx = idx.to(self.device, non_blocking=True)
                 ls, c = self._step(self.data.train.x.index_select(0, idx),
                                    self.data.train.y.index_select(0, idx), lr)
@@ -265,7 +278,7 @@ class Trainer:
             self.history.append(rec)
             self.epoch += 1
             if r.budget_s is not None:
-                self._fit_to_budget(truncated)
+                self._fit_to_budget(truncated, steps_per_epoch)
                 bar.set_total(self.planned_epochs)
             bar.goto(self.epoch)
             bar.set(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}")
@@ -287,9 +300,30 @@ class Trainer:
             seconds, images = seconds - self._first[0], images - self._first[1]
         return max(seconds, 0.0) / max(images, 1) * n_eval / 3
 
-    def _fit_to_budget(self, truncated: bool) -> None:
+    def _schedule(self, steps_per_epoch: int) -> tuple[float, float]:
+        """(total, warm-up) steps of the learning-rate schedule: the recipe's epochs, or the
+        steps a budget planned, the warm-up keeping its share of the schedule."""
+        full = self.r.epochs * steps_per_epoch
+        total = full if self.total_steps is None else min(self.total_steps, full)
+        return total, self.r.warmup_epochs * steps_per_epoch * total / full
+
+    def _plan_steps(self, spent: float, step: int, steps_per_epoch: int) -> None:
+        """The schedule's length: this step plus the steps that fit what is left of the budget
+        after the final evaluation, at the time per step so far (the first step left out)."""
+        if self._first is not None and self.steps > 1:
+            per_step = (spent - self._first[0]) / (self.steps - 1)
+        else:
+            per_step = spent / max(self.steps, 1)
+        images = self.steps * self.batch_size()
+        reserve = self._eval_reserve(spent, images)
+        fit = int((self.r.budget_s - spent - reserve) / max(per_step, 1e-9))  # type: ignore[operator]
+        self.total_steps = min(self.r.epochs * steps_per_epoch, step + max(fit, 1))
+        self.planned_epochs = min(self.planned_epochs, -(-self.total_steps // steps_per_epoch))
+
+    def _fit_to_budget(self, truncated: bool, steps_per_epoch: int) -> None:
         """Cut the planned epochs to those that fit ``budget_s`` at the mean epoch time so far,
-        keeping room for the final evaluation. Never plans more epochs than the recipe's."""
+        keeping room for the final evaluation, and the schedule with them (never longer than
+        planned, never more epochs than the recipe's)."""
         if truncated:
             self.planned_epochs = self.epoch
             return
@@ -299,6 +333,9 @@ class Trainer:
         fit = int(left / max(per_epoch, 1e-6))
         if self.epoch == 1 or self.epoch + fit < self.planned_epochs:
             self.planned_epochs = max(self.epoch, min(self.planned_epochs, self.epoch + fit))
+        end = self.planned_epochs * steps_per_epoch
+        if self.total_steps is None or end < self.total_steps:
+            self.total_steps = end
 
     def final_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else self.model
@@ -307,7 +344,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
                 "gen": self.gen.get_state(), "epoch": self.epoch, "steps": self.steps,
-                "planned_epochs": self.planned_epochs, "elapsed_s": self.elapsed_s,
+                "planned_epochs": self.planned_epochs, "total_steps": self.total_steps,
+                "elapsed_s": self.elapsed_s,
                 "history": self.history, "recipe": asdict(self.r), "rng": rng_state()}
 
     def save(self) -> None:
@@ -328,6 +366,8 @@ class Trainer:
         self.gen.set_state(sd["gen"])
         self.epoch, self.planned_epochs = sd["epoch"], sd["planned_epochs"]
         self.steps = int(sd.get("steps", 0))
+        total = sd.get("total_steps")  # absent from a checkpoint written before budgets cut it
+        self.total_steps = None if total is None else int(total)
         self.elapsed_s, self.history = sd["elapsed_s"], sd["history"]
         set_rng_state(sd["rng"])
         return True
