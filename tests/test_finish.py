@@ -81,6 +81,26 @@ def test_rank_trains_the_candidates_and_resumes_from_candidates_json(tiny, tmp_p
     assert fin.rank(archs[1:], data, cm, Targets(), epochs=1).best == archs[1]
 
 
+def test_a_budgeted_rank_trains_only_the_candidates_it_can_give_their_steps(tiny, monkeypatch):
+    data, _, cm, archs = tiny
+    need = fin.candidate_seconds(archs[0], data, cm, None, epochs=1)
+    assert need > 0
+    trained = []
+    real = fin.train_model
+
+    def counting(model, data_, recipe, **k):
+        trained.append(recipe.budget_s)
+        return real(model, data_, recipe, **k)
+
+    monkeypatch.setattr(fin, "train_model", counting)
+    monkeypatch.setattr(fin, "candidate_seconds", lambda *a, **k: 10.0)  # 10 s a candidate
+    r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=15.0)
+    assert trained == [] and r.best == archs[0] and r.ranked == []  # one fits: no ranking
+    r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=25.0)
+    assert len(trained) == 2 and len(r.ranked) == 2  # both fit
+    assert all(b is not None and b > 0 for b in trained)
+
+
 def test_rank_refuses_when_no_candidate_meets_the_target(tiny):
     data, _, cm, archs = tiny
     with pytest.raises(UserError, match="no derived candidate meets the target "

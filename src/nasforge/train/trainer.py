@@ -300,6 +300,24 @@ class Trainer:
             seconds, images = seconds - self._first[0], images - self._first[1]
         return max(seconds, 0.0) / max(images, 1) * n_eval / 3
 
+    def seconds_per_step(self, steps: int = PROBE_STEPS) -> float:
+        """Seconds one training step takes here: ``steps`` timed after an untimed first one
+        (allocations, kernel selection), on the first batches, at the recipe's rate. It
+        trains the model, so probe a copy or a model that is thrown away."""
+        n = len(self.data.train)
+        idxs = batch_indices(n, self.batch_size(), self.gen, drop_last=n > self.batch_size())
+        self.model.train()
+        times = []
+        for i, idx in enumerate(idxs[:steps + 1]):
+            t0 = time.perf_counter()
+            idx = idx.to(self.device, non_blocking=True)
+            ls, _ = self._step(self.data.train.x.index_select(0, idx),
+                               self.data.train.y.index_select(0, idx), self.r.lr)
+            float(ls)  # the step is done (CUDA runs ahead)
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+        return sum(times) / len(times) if times else 0.0
+
     def _schedule(self, steps_per_epoch: int) -> tuple[float, float]:
         """(total, warm-up) steps of the learning-rate schedule: the recipe's epochs, or the
         steps a budget planned, the warm-up keeping its share of the schedule."""
