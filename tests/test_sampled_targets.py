@@ -43,3 +43,25 @@ def test_a_missed_flops_target_is_penalised_by_its_violation(arch_and_space):
     assert half["meets_target"] is False
     assert half["violation"] == pytest.approx(1.0)
     assert half["reward"] == pytest.approx(free["reward"] - 2.0)
+
+
+def test_a_trial_scores_on_at_most_val_images_of_the_validation_split(arch_and_space,
+                                                                      monkeypatch):
+    from nasforge import evaluators
+
+    space, arch = arch_and_space
+    seen = []
+    real = evaluators.train_model
+
+    def spy(model, data, recipe, **k):
+        seen.append(len(data.val))
+        return real(model, data, recipe, **k)
+
+    monkeypatch.setattr(evaluators, "train_model", spy)
+    spec = DataSpec("digits", subset=400)
+    full = len(evaluators.cached_dataset(spec).val)
+    for cap, want in ((20, 20), (None, full), (10_000, full)):
+        ev = EarlyStopEvaluator(space, spec, epochs=1, val_images=cap,
+                                recipe={"batch_size": 32, "flip": False})
+        ev(arch.to_dict(), 0)
+        assert seen[-1] == want

@@ -37,7 +37,7 @@ from nasforge.arch import Arch
 from nasforge.cost.flops import count_module
 from nasforge.cost.model import CostModel, Costs, MeasuredLatency
 from nasforge.cost.targets import Targets
-from nasforge.data import Dataset, load_dataset
+from nasforge.data import Dataset, TensorSplit, load_dataset
 from nasforge.device import resolve_device
 from nasforge.spaces.base import SearchSpace
 from nasforge.train.trainer import Recipe, train_model
@@ -85,6 +85,10 @@ class EarlyStopEvaluator:
     targets: dict[str, float | None] = field(default_factory=dict)  # Targets.to_dict()
     target: str = "cpu"  # the device latency targets are measured on
     latency_threads: int = 1
+    #: validation images a trial is scored on at most (the split is a seeded random carve, so
+    #: its first images are a random sample): all 12,000 of Fashion-MNIST's took most of a
+    #: budgeted trial's seconds, and 2,000 give the accuracy to ±0.7 % (one σ at 90 %)
+    val_images: int | None = 2000
 
     def reward(self, acc: float, macs: int, density: float | None) -> float:
         r = acc - self.mu * math.log(max(macs, 1) / 1e6)
@@ -106,6 +110,9 @@ class EarlyStopEvaluator:
         arch = Arch.from_dict(arch_dict)
         self.space.validate(arch)
         data = cached_dataset(self.data)
+        if self.val_images is not None and len(data.val) > self.val_images:
+            n = self.val_images
+            data = dataclasses.replace(data, val=TensorSplit(data.val.x[:n], data.val.y[:n]))
         torch.manual_seed(seed)
         model = self.space.build(arch, data.num_classes, data.input_shape[0])
         counts = count_module(model, data.input_shape)
