@@ -55,6 +55,7 @@ def test_a_trial_scores_on_at_most_val_images_of_the_validation_split(arch_and_s
 
     def spy(model, data, recipe, **k):
         seen.append(len(data.val))
+        assert k.get("test") is False  # the reward needs no test accuracy: not computed
         return real(model, data, recipe, **k)
 
     monkeypatch.setattr(evaluators, "train_model", spy)

@@ -117,7 +117,7 @@ class EarlyStopEvaluator:
         model = self.space.build(arch, data.num_classes, data.input_shape[0])
         counts = count_module(model, data.input_shape)
         recipe = Recipe(**{**self.recipe, "epochs": self.epochs, "budget_s": self.budget_s})
-        _, res = train_model(model, data, recipe, seed=seed, progress=False)
+        _, res = train_model(model, data, recipe, seed=seed, progress=False, test=False)
         dens = self.space.density(arch) if hasattr(self.space, "density") else None
         reward = self.reward(res.val_acc, counts.macs, dens)
         out: dict[str, Any] = {"val_acc": res.val_acc, "flops": counts.macs,
