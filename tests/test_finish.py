@@ -93,7 +93,11 @@ def test_a_budgeted_rank_trains_only_the_candidates_it_can_give_their_steps(tiny
         return real(model, data_, recipe, **k)
 
     monkeypatch.setattr(fin, "train_model", counting)
-    monkeypatch.setattr(fin, "candidate_seconds", lambda *a, **k: 10.0)  # 10 s a candidate
+    probes = []
+    monkeypatch.setattr(fin, "candidate_seconds",
+                        lambda *a, **k: probes.append(1) or 10.0)  # 10 s a candidate
+    r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=fin.MIN_RANK_S / 2)
+    assert trained == [] and probes == [] and r.best == archs[0]  # too short even to time one
     r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=15.0)
     assert trained == [] and r.best == archs[0] and r.ranked == []  # one fits: no ranking
     r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=25.0)

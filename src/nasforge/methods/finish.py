@@ -42,6 +42,9 @@ MIB = 2**20
 #: argmax first, or none. Seconds were the rule before: at 2 s a candidate, Fashion-MNIST
 #: rankings on a loaded CPU trained 14 steps each and compared chance accuracies.
 MIN_RANK_STEPS = 100
+#: a ranking budget under which no candidate is even timed: two candidates' 100 steps and the
+#: timing probe do not fit (the probe alone overran a 12 s command's ranking share)
+MIN_RANK_S = 3.0
 
 
 @dataclass
@@ -155,6 +158,8 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     done = {json.dumps(r["arch"]) for r in ranked}
     todo = [c for c in ok if json.dumps(c.arch.genes) not in done]
     need = 0.0
+    if budget_s is not None and budget_s < MIN_RANK_S and not ranked:
+        return Ranking(ok[0].arch, priced, ranked)
     if budget_s is not None and todo:
         need = candidate_seconds(todo[0].arch, data, cost_model, recipe, seed=seed, epochs=epochs)
         left = budget_s - (time.perf_counter() - t0)
