@@ -263,3 +263,13 @@ def test_a_budgeted_sampled_search_gives_each_trial_a_share_of_the_search():
     assert trial_budget(SampleSettings(budget=300.0, eval_budget=7.0), 120.0) == 7.0  # given
     assert trial_budget(SampleSettings(), None) is None  # no budget: the epochs in full
     assert trial_budget(SampleSettings(budget=5.0, workers=1), 2.0) == 1.0  # at least 1 s
+
+
+def test_a_step_is_timed_on_a_split_of_one_batch():
+    import torch
+
+    data = tiny_dataset(n_train=8, n_val=8, n_test=8, size=8)
+    t = Trainer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), data,
+                Recipe(epochs=1, batch_size=8, augment=False), progress=False)
+    assert t.seconds_per_step() > 0 and t.steps == 5  # the one batch, five times
+    assert t.eval_seconds(0.3, test=True) == pytest.approx(0.3 * 16 / 3)

@@ -163,7 +163,7 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     if budget_s is not None and todo:
         need = candidate_seconds(todo[0].arch, data, cost_model, recipe, seed=seed, epochs=epochs)
         left = budget_s - (time.perf_counter() - t0)
-        todo = todo[:max(0, int(left // need))]
+        todo = todo[:max(0, int(left // max(need, 1e-9)))]
         if not ranked and len(todo) <= 1:  # no time to compare candidates: the first
             return Ranking(ok[0].arch, priced, ranked)
     overhead = 0.0  # a candidate's seconds beyond its training budget (build, first step)
@@ -203,7 +203,7 @@ def candidate_seconds(arch: Arch, data: Dataset, cost_model: CostModel,
     per_step = tr.seconds_per_step()
     bs = tr.batch_size()
     steps = min(MIN_RANK_STEPS, epochs * max(1, -(-len(data.train) // bs)))
-    return per_step * (steps + len(data.val) / bs / 3)
+    return per_step * steps + tr.eval_seconds(per_step / bs, test=False)
 
 
 def train_final(space: SearchSpace, arch: Arch, data: Dataset, *, epochs: int = 15,

@@ -261,9 +261,7 @@ class Trainer:
                         break
                 total, warmup = self._schedule(steps_per_epoch)
                 lr = cosine_lr(r.lr, step, total, warmup=warmup)
-                idx = idx.to(self.device, non_blocking=True)
-                ls, c = self._step(self.data.train.x.index_select(0, idx),
-                                   self.data.train.y.index_select(0, idx), lr)
+                ls, c = self._train_batch(idx, lr)
                 if self._first is None:  # the warm-up step: kept out of the time per image
                     self._first = (self.elapsed_s + time.perf_counter() - t0, len(idx))
                 loss_sum += ls
@@ -291,14 +289,23 @@ class Trainer:
                            test_acc=accuracy(final, self.data.test) if test else float("nan"),
                            epochs=self.epoch, seconds=self.elapsed_s, history=self.history)
 
+    def _train_batch(self, idx: torch.Tensor, lr: float) -> tuple[torch.Tensor, ...]:
+        idx = idx.to(self.device, non_blocking=True)
+        return self._step(self.data.train.x.index_select(0, idx),
+                          self.data.train.y.index_select(0, idx), lr)
+
+    def eval_seconds(self, seconds_per_image: float, *, test: bool) -> float:
+        """Seconds the final evaluation takes at a training time per image: forward passes
+        only (≈ a third of a training step per image) over val (and test)."""
+        n_eval = len(self.data.val) + (len(self.data.test) if test else 0)
+        return seconds_per_image * n_eval / 3
+
     def _eval_reserve(self, seconds: float, images: int) -> float:
-        """Seconds the final evaluation will take, from the training time per image so far:
-        forward passes only (≈ a third of a training step per image) over val (and test)."""
-        d = self.data
-        n_eval = len(d.val) + (len(d.test) if self._test else 0)
-        if self._first is not None and images > self._first[1]:  # the first step is slow
+        """:meth:`eval_seconds` at the training time per image so far (the first, slow step
+        left out)."""
+        if self._first is not None and images > self._first[1]:
             seconds, images = seconds - self._first[0], images - self._first[1]
-        return max(seconds, 0.0) / max(images, 1) * n_eval / 3
+        return self.eval_seconds(max(seconds, 0.0) / max(images, 1), test=self._test)
 
     def seconds_per_step(self, steps: int = PROBE_STEPS) -> float:
         """Seconds one training step takes here: ``steps`` timed after an untimed first one
@@ -308,15 +315,13 @@ class Trainer:
         idxs = batch_indices(n, self.batch_size(), self.gen, drop_last=n > self.batch_size())
         self.model.train()
         times = []
-        for i, idx in enumerate(idxs[:steps + 1]):
+        for i in range(steps + 1):  # a split of one batch repeats it
             t0 = time.perf_counter()
-            idx = idx.to(self.device, non_blocking=True)
-            ls, _ = self._step(self.data.train.x.index_select(0, idx),
-                               self.data.train.y.index_select(0, idx), self.r.lr)
+            ls, _ = self._train_batch(idxs[i % len(idxs)], self.r.lr)
             float(ls)  # the step is done (CUDA runs ahead)
             if i > 0:
                 times.append(time.perf_counter() - t0)
-        return sum(times) / len(times) if times else 0.0
+        return sum(times) / len(times)
 
     def _schedule(self, steps_per_epoch: int) -> tuple[float, float]:
         """(total, warm-up) steps of the learning-rate schedule: the recipe's epochs, or the
