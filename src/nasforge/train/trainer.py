@@ -337,8 +337,7 @@ class Trainer:
             per_step = (spent - self._first[0]) / (self.steps - 1)
         else:
             per_step = spent / max(self.steps, 1)
-        images = self.steps * self.batch_size()
-        reserve = self._eval_reserve(spent, images)
+        reserve = self.eval_seconds(per_step / self.batch_size(), test=self._test)
         fit = int((self.r.budget_s - spent - reserve) / max(per_step, 1e-9))  # type: ignore[operator]
         self.total_steps = min(self.r.epochs * steps_per_epoch, step + max(fit, 1))
         self.planned_epochs = min(self.planned_epochs, -(-self.total_steps // steps_per_epoch))
