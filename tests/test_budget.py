@@ -211,6 +211,31 @@ def test_a_budget_cut_training_plans_its_schedule_to_decay_within_the_budget():
     assert unbudgeted.total_steps is None and unbudgeted.steps == 64
 
 
+def test_recipe_steps_trains_exactly_those_steps_with_the_schedule_over_them():
+    """A ranking's equal steps: ``Recipe.steps`` ends the training after that many optimizer
+    steps (a partial last batch is dropped, so every step of the schedule is taken) with the
+    rate decayed to the end of its cosine, and never more than the epochs hold."""
+    import torch
+
+    data = tiny_dataset(n_train=100, n_val=16, n_test=16, size=8)  # 100 // 8: 12 steps an epoch
+
+    def linear() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    r = Recipe(epochs=5, batch_size=8, steps=30, augment=False, lr=0.1)
+    t = Trainer(linear(), data, r, progress=False)
+    assert t.steps_per_epoch() == 12
+    res = t.fit()
+    assert t.steps == 30 and res.epochs == 3 and t.planned_epochs == 3
+    assert t.opt.param_groups[0]["lr"] < 0.01 * r.lr  # step 29 of a 30-step cosine
+    t = Trainer(linear(), data, Recipe(epochs=2, batch_size=8, steps=10**6, augment=False),
+                progress=False)
+    t.fit()
+    assert t.steps == 24  # capped at the epochs
+    with pytest.raises(UserError, match="recipe steps must be ≥ 1"):
+        Recipe(steps=0)
+
+
 def _result():
     return {"method": "fbnet", "space": "s", "dataset": "d", "seed": 0, "arch": {},
             "val_acc": 0.5, "test_acc": 0.5, "params": 1, "flops": 1,

@@ -83,26 +83,55 @@ def test_rank_trains_the_candidates_and_resumes_from_candidates_json(tiny, tmp_p
 
 def test_a_budgeted_rank_trains_only_the_candidates_it_can_give_their_steps(tiny, monkeypatch):
     data, _, cm, archs = tiny
-    need = fin.candidate_seconds(archs[0], data, cm, None, epochs=1)
-    assert need > 0
+    p = fin.step_probe(archs[0], data, cm, None, epochs=1)
+    assert p.per_step > 0 and p.eval_s > 0 and p.max_steps >= 1
     trained = []
     real = fin.train_model
 
     def counting(model, data_, recipe, **k):
-        trained.append(recipe.budget_s)
+        trained.append((recipe.budget_s, recipe.steps))
         return real(model, data_, recipe, **k)
 
     monkeypatch.setattr(fin, "train_model", counting)
     probes = []
-    monkeypatch.setattr(fin, "candidate_seconds",
-                        lambda *a, **k: probes.append(1) or 10.0)  # 10 s a candidate
+    ten = fin.StepProbe(per_step=10.0 / fin.MIN_RANK_STEPS, eval_s=0.0, max_steps=10**6)
+    monkeypatch.setattr(fin, "step_probe", lambda *a, **k: probes.append(1) or ten)
     r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=fin.MIN_RANK_S / 2)
     assert trained == [] and probes == [] and r.best == archs[0]  # too short even to time one
     r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=15.0)
     assert trained == [] and r.best == archs[0] and r.ranked == []  # one fits: no ranking
+    monkeypatch.setattr(fin, "step_probe", lambda *a, **k: fin.StepProbe(
+        per_step=0.001, eval_s=0.0, max_steps=p.max_steps))  # each fits its epoch
     r = fin.rank(archs, data, cm, Targets(), epochs=1, budget_s=25.0)
     assert len(trained) == 2 and len(r.ranked) == 2  # both fit
-    assert all(b is not None and b > 0 for b in trained)
+    assert all(b is not None and b > 0 for b, _ in trained)
+    assert [s for _, s in trained] == [p.max_steps] * 2  # the steps are capped at the epochs'
+
+
+def test_equal_steps_fit_the_seconds_and_every_candidate_gets_them():
+    cheap = fin.StepProbe(per_step=0.01, eval_s=1.0, max_steps=10**6)
+    dear = fin.StepProbe(per_step=0.03, eval_s=1.0, max_steps=10**6)
+    s = fin.equal_steps([cheap, dear], 100.0)
+    assert s == int((fin.RANK_SLACK * 100.0 - 2.0) / 0.04)
+    assert cheap.seconds(s) + dear.seconds(s) <= 100.0  # the slack included, they fit
+    assert fin.equal_steps([cheap], 1e9) == 10**6  # never more than the epochs hold
+    assert fin.equal_steps([dear], 0.5) == 1
+
+
+def test_a_budgeted_rank_gives_a_bigger_candidate_the_same_steps(tiny, monkeypatch):
+    data, _, cm, (small, big) = tiny
+    steps = []
+    real = fin.train_model
+
+    def counting(model, data_, recipe, **k):
+        m, res = real(model, data_, recipe, **k)
+        steps.append(recipe.steps)
+        return m, res
+
+    monkeypatch.setattr(fin, "train_model", counting)
+    r = fin.rank([small, big], data, cm, Targets(), epochs=50, budget_s=20.0)
+    assert len(r.ranked) == 2 and steps[0] == steps[1] >= fin.MIN_RANK_STEPS
+    assert [x["steps"] for x in r.ranked] == steps  # recorded, so a resume keeps them
 
 
 def test_rank_refuses_when_no_candidate_meets_the_target(tiny):

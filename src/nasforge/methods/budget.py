@@ -22,7 +22,7 @@ stage         differentiable  sample-based  why
 search        0.40            0.55          the point of the command; a supernet needs its τ
                                             schedule to run out, trials need numbers
 rank          0.10            0.10          short trainings only order the candidates (a
-                                            sample-based search ranks its ``--top``, default 1)
+                                            sample-based search ranks its ``--top``, default 3)
 train         0.50            0.30          the pick's accuracy: the model the user gets. At
                                             50/15/30 the README command (--budget 90, fbnet,
                                             digits) left the final training 6 s and ended at

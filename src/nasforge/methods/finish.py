@@ -137,11 +137,16 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     """Pick the candidate to train: of those that meet ``targets``, the best after ``epochs``
     of training from scratch (when there are several and ``epochs`` > 0), else the first.
     With ``run_dir`` each finished short training is recorded in ``candidates.json`` and a
-    resumed call skips it. ``budget_s``: seconds for all the short trainings; each candidate
-    gets an equal part of what is left (one that ends early leaves its rest to the next; the
-    time a candidate takes beyond its part — building, the first step — is taken off the
-    next ones), and only as many are trained, in order, as get the seconds of
-    :data:`MIN_RANK_STEPS` steps and a validation pass each (:func:`candidate_seconds`)."""
+    resumed call skips it.
+
+    ``budget_s``: seconds for all the short trainings. Every candidate trained gets the same
+    number of steps, as their full trainings will (equal seconds gave a bigger candidate fewer
+    steps and ranked it below a smaller one it would beat): each candidate's time per step is
+    probed (:func:`step_probe`), and as many are trained, in order, as get
+    :data:`MIN_RANK_STEPS` steps and a validation pass each; the steps are then what the
+    seconds left buy them all (:func:`equal_steps`), at most ``epochs``' worth. Each training
+    also gets its share of the seconds as a budget, so a machine that slows down cuts the
+    ranking short instead of running past the command's budget."""
     t0 = time.perf_counter()
     priced = price(candidates, cost_model, targets)
     ok = [c for c in priced if c.meets]
@@ -157,34 +162,40 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
         return Ranking(ok[0].arch, priced, ranked)
     done = {json.dumps(r["arch"]) for r in ranked}
     todo = [c for c in ok if json.dumps(c.arch.genes) not in done]
-    need = 0.0
     if budget_s is not None and budget_s < MIN_RANK_S and not ranked:
         return Ranking(ok[0].arch, priced, ranked)
+    steps: int | None = None
+    probes: list[StepProbe] = []
     if budget_s is not None and todo:
-        need = candidate_seconds(todo[0].arch, data, cost_model, recipe, seed=seed, epochs=epochs)
-        left = budget_s - (time.perf_counter() - t0)
-        todo = todo[:max(0, int(left // max(need, 1e-9)))]
+        resumed = next((r["steps"] for r in ranked if r.get("steps")), None)
+        for c in todo:  # probe while the candidates probed so far still fit
+            probes.append(step_probe(c.arch, data, cost_model, recipe, seed=seed,
+                                     epochs=epochs))
+            left = budget_s - (time.perf_counter() - t0)
+            if sum(p.seconds(MIN_RANK_STEPS) for p in probes) > left:
+                probes.pop()
+                break
+        todo = todo[:len(probes)]
         if not ranked and len(todo) <= 1:  # no time to compare candidates: the first
             return Ranking(ok[0].arch, priced, ranked)
-    overhead = 0.0  # a candidate's seconds beyond its training budget (build, first step)
+        left = budget_s - (time.perf_counter() - t0)
+        steps = resumed or equal_steps(probes, left)
     for k, c in enumerate(todo):
-        each = None
-        if budget_s is not None:
-            left = budget_s - (time.perf_counter() - t0)
-            if len(ranked) >= 2 and left < need:
+        given: dict[str, Any] = {}
+        if steps is not None:
+            left = budget_s - (time.perf_counter() - t0)  # type: ignore[operator]
+            need = [p.seconds(steps) for p in probes[k:]]
+            if len(ranked) >= 2 and left < probes[k].seconds(MIN_RANK_STEPS):
                 break  # out of time: rank those trained
-            each = max(0.0, left / (len(todo) - k) - overhead)
-        given = {} if each is None else {"budget_s": each}
+            given = {"steps": steps, "budget_s": max(0.0, left * need[0] / sum(need))}
         short = Recipe(epochs=epochs, **{**(recipe or {}), **given})
-        t_c = time.perf_counter()
         torch.manual_seed(seed)
         model = cost_model.build(c.arch)
         _, res = train_model(model, data, short, seed=seed, progress=progress,
                              desc=f"candidate {len(ranked) + 1}/{len(ok)}",
                              share=(k + 1, len(todo)), test=False)
-        if each is not None:
-            overhead = max(overhead, time.perf_counter() - t_c - each)
-        ranked.append({**c.row(), "val_acc": res.val_acc, "seconds": res.seconds})
+        row = {**c.row(), "val_acc": res.val_acc, "seconds": res.seconds}
+        ranked.append(row if steps is None else {**row, "steps": steps})
         if run_dir is not None:
             run_dir.write_json("candidates.json", ranked)
     best_genes = json.dumps(max(ranked, key=lambda r: r["val_acc"])["arch"])
@@ -192,18 +203,44 @@ def rank(candidates: Sequence[Arch], data: Dataset, cost_model: CostModel, targe
     return Ranking(best, priced, ranked)
 
 
-def candidate_seconds(arch: Arch, data: Dataset, cost_model: CostModel,
-                      recipe: dict[str, Any] | None, *, seed: int = 0, epochs: int = 2) -> float:
-    """Seconds a ranked candidate needs at the least: :data:`MIN_RANK_STEPS` training steps
-    (or its ``epochs``, when fewer) and the validation pass (forward only, about a third of a
-    step per image), timed on ``arch`` (the first candidate: the others are its neighbours)."""
+#: the share of a ranking's seconds planned for steps: the rest absorbs what a probe of a few
+#: steps does not see (epoch ends, a machine that slows down), so that the planned steps finish
+RANK_SLACK = 0.9
+
+
+@dataclass(frozen=True)
+class StepProbe:
+    """A candidate's measured cost in a ranking: seconds per training step, the validation
+    pass, and the steps its ``epochs`` hold."""
+
+    per_step: float
+    eval_s: float
+    max_steps: int
+
+    def seconds(self, steps: int) -> float:
+        """Seconds for ``steps`` training steps (at most its epochs') and the validation."""
+        return self.per_step * min(steps, self.max_steps) + self.eval_s
+
+
+def step_probe(arch: Arch, data: Dataset, cost_model: CostModel,
+               recipe: dict[str, Any] | None, *, seed: int = 0, epochs: int = 2) -> StepProbe:
+    """Time a few training steps of ``arch`` (a throw-away model) and estimate its validation
+    pass (forward only, about a third of a step per image)."""
     torch.manual_seed(seed)
     tr = Trainer(cost_model.build(arch), data, Recipe(epochs=epochs, **(recipe or {})),
                  seed=seed, progress=False)
     per_step = tr.seconds_per_step()
     bs = tr.batch_size()
-    steps = min(MIN_RANK_STEPS, epochs * max(1, -(-len(data.train) // bs)))
-    return per_step * steps + tr.eval_seconds(per_step / bs, test=False)
+    return StepProbe(per_step, tr.eval_seconds(per_step / bs, test=False),
+                     epochs * tr.steps_per_epoch())
+
+
+def equal_steps(probes: Sequence[StepProbe], seconds: float) -> int:
+    """The steps every probed candidate can train in ``seconds`` together (:data:`RANK_SLACK`
+    of them), validation passes included; at most their epochs', at least 1."""
+    fit = (RANK_SLACK * seconds - sum(p.eval_s for p in probes)) / \
+        max(sum(p.per_step for p in probes), 1e-9)
+    return max(1, min(int(fit), max(p.max_steps for p in probes)))
 
 
 def train_final(space: SearchSpace, arch: Arch, data: Dataset, *, epochs: int = 15,

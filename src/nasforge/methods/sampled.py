@@ -67,7 +67,9 @@ class SampleSettings(SearchSettings):
     eval_batch_size: int = opt(64, "batch size of the trial trainings")
     mu: float = opt(0.01, "reward weight of log(MFLOPs)")
     rho: float = opt(0.01, "reward weight of log(Density)")
-    top: int = opt(1, "best trials ranked from scratch by the finish stage")
+    top: int = opt(3, "best trials (by reward, meeting the targets) trained briefly from "
+                   "scratch by the finish stage, the best of them trained in full: a reward "
+                   "won by the cost terms alone is checked against accuracy")
     strategy_options: dict[str, Any] = opt(
         {}, 'JSON of strategy options, e.g. \'{"alpha": 0.01, "replay": 32}\' (qlearning), '
         '\'{"population": 20, "sample_size": 5}\' (evolution), \'{"lr": 6e-4}\' (reinforce)')

@@ -66,6 +66,10 @@ class Recipe:
     flip: bool = True
     grad_clip: float | None = 5.0
     budget_s: float | None = None
+    #: train exactly this many optimizer steps (fewer when the epochs hold fewer), the
+    #: learning-rate schedule planned over them: a ranking gives its candidates equal steps,
+    #: as their full trainings will have (None: the epochs in full)
+    steps: int | None = None
     amp: bool = True
     # DARTS's final training: the auxiliary head's loss weight (models with
     # ``forward_with_aux``) and drop path raised linearly to this (models with
@@ -91,6 +95,9 @@ class Recipe:
                             f"{list(OPTIMIZERS)}")
         if self.epochs < 1:
             raise UserError(f"recipe epochs must be ≥ 1, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise UserError(f"recipe steps must be ≥ 1 (or absent for the epochs in full), got "
+                            f"{self.steps}")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"recipe batch_size must be ≥ 1, got {self.batch_size}")
         if not 0.0 <= self.ema < 1.0:
@@ -216,6 +223,12 @@ class Trainer:
             return self.r.batch_size
         return default_batch_size(len(self.data.train), cap=128)
 
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps an epoch takes: the last partial batch is dropped (a batch of a few
+        images would step on a noisy gradient), so the schedule's last step is one taken."""
+        n, bs = len(self.data.train), self.batch_size()
+        return n // bs if n > bs else 1
+
     def fit(self, stop_at: int | None = None, *, test: bool = True) -> TrainResult:
         """Train to the planned epochs; ``stop_at`` ends this call early (as an interruption
         would) without changing the schedule. ``test=False`` skips the test-set accuracy
@@ -231,8 +244,12 @@ class Trainer:
         r = self.r
         n = len(self.data.train)
         bs = self.batch_size()
-        steps_per_epoch = max(1, -(-n // bs))
+        steps_per_epoch = self.steps_per_epoch()
         self._test = test
+        if r.steps is not None and self.total_steps is None:
+            self.total_steps = min(r.steps, r.epochs * steps_per_epoch)
+            self.planned_epochs = min(self.planned_epochs,
+                                      -(-self.total_steps // steps_per_epoch))
         bar = Bar(self.planned_epochs, self.desc, "ep", initial=self.epoch,
                   disable=not self.progress, share=self.share)
         while self.epoch < self.planned_epochs:
@@ -252,9 +269,10 @@ class Trainer:
                     spent = self.elapsed_s + time.perf_counter() - t0
                     if self.total_steps is None and self.steps >= PROBE_STEPS:
                         self._plan_steps(spent, step, steps_per_epoch)
-                    if self.total_steps is not None and step >= self.total_steps:
-                        truncated = True  # the planned steps are done
-                        break
+                if self.total_steps is not None and step >= self.total_steps:
+                    truncated = True  # the planned steps are done
+                    break
+                if r.budget_s is not None:
                     if i > 0 and not (self.epoch == 0 and i == 1) and spent + \
                             self._eval_reserve(spent, self.epoch * n + seen) >= r.budget_s:
                         truncated = True  # out of time inside an epoch: this is the last one
