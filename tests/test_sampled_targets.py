@@ -42,7 +42,23 @@ def test_a_missed_flops_target_is_penalised_by_its_violation(arch_and_space):
     half = _evaluate(space, arch, flops=free["flops"] / 2)
     assert half["meets_target"] is False
     assert half["violation"] == pytest.approx(1.0)
-    assert half["reward"] == pytest.approx(free["reward"] - 2.0)
+    # not trained: the reward of accuracy 0, less 1 + violation
+    assert half["val_acc"] is None and half["trained"] is False and half["epochs"] == 0
+    assert half["reward"] == pytest.approx(free["reward"] - free["val_acc"] - 2.0)
+
+
+def test_an_infeasible_trial_is_not_trained(arch_and_space, monkeypatch):
+    from nasforge import evaluators
+
+    space, arch = arch_and_space
+    trained = []
+    real = evaluators.train_model
+    monkeypatch.setattr(evaluators, "train_model",
+                        lambda *a, **k: trained.append(1) or real(*a, **k))
+    out = _evaluate(space, arch, latency_ms=1e-6)
+    assert trained == [] and out["latency_ms"] > 0 and out["meets_target"] is False
+    out = _evaluate(space, arch, latency_ms=1e6)
+    assert trained == [1] and out["meets_target"] is True and out["val_acc"] is not None
 
 
 def test_a_trial_scores_on_at_most_val_images_of_the_validation_split(arch_and_space,

@@ -19,7 +19,11 @@ are enforced, not ignored: each trial's latency is *measured* on the target devi
 latency target is set, and a trial that misses a target gets ``reward − 1 − violation`` — below
 every trial that meets them (accuracy rewards lie in [−1, 1] for any sane μ, ρ), so the
 strategies learn to avoid such regions and the best trials are feasible ones whenever the
-search found any. ``meets_target`` is stored with the trial.
+search found any. ``meets_target`` is stored with the trial. The costs do not depend on the
+weights, so they are checked *before* training: a trial that misses a target is not trained
+(``val_acc`` None, ``trained`` False) and its reward is that of accuracy 0 (``reward(0) − 1 −
+violation``). A search under a tight target thus spends its seconds on feasible trials, and a
+strategy hears the price of an infeasible region within a second instead of a training.
 """
 
 from __future__ import annotations
@@ -116,24 +120,27 @@ class EarlyStopEvaluator:
         torch.manual_seed(seed)
         model = self.space.build(arch, data.num_classes, data.input_shape[0])
         counts = count_module(model, data.input_shape)
-        recipe = Recipe(**{**self.recipe, "epochs": self.epochs, "budget_s": self.budget_s})
-        _, res = train_model(model, data, recipe, seed=seed, progress=False, test=False)
         dens = self.space.density(arch) if hasattr(self.space, "density") else None
-        reward = self.reward(res.val_acc, counts.macs, dens)
-        out: dict[str, Any] = {"val_acc": res.val_acc, "flops": counts.macs,
-                               "params": counts.params, "density": dens, "epochs": res.epochs,
-                               "train_seconds": res.seconds}
+        out: dict[str, Any] = {"flops": counts.macs, "params": counts.params, "density": dens}
         targets = Targets(**self.targets)
+        v = 0.0
         if targets.any():
             lat = mem = None
-            if targets.needs_latency:
+            if targets.needs_latency:  # of the untrained model: latency has no use for weights
                 lat = MeasuredLatency(self.space, data.num_classes, data.input_shape,
                                       target=self.target, threads=self.latency_threads
-                                      ).of_model(model.cpu())
+                                      ).of_model(model)
             if targets.needs_memory:
                 mem = CostModel(self.space, data.num_classes, data.input_shape).peak_memory(arch)
             v = targets.violation(Costs(counts.macs, counts.params, lat, mem))
             out.update(latency_ms=lat, peak_memory=mem, violation=v, meets_target=v == 0.0)
-            if v > 0:
-                reward = reward - 1.0 - v
+        if v > 0:  # infeasible: not worth a training
+            reward = self.reward(0.0, counts.macs, dens) - 1.0 - v
+            return {"reward": reward, **out, "val_acc": None, "epochs": 0,
+                    "train_seconds": 0.0, "trained": False,
+                    "seconds": time.perf_counter() - t0}
+        recipe = Recipe(**{**self.recipe, "epochs": self.epochs, "budget_s": self.budget_s})
+        _, res = train_model(model, data, recipe, seed=seed, progress=False, test=False)
+        reward = self.reward(res.val_acc, counts.macs, dens)
+        out.update(val_acc=res.val_acc, epochs=res.epochs, train_seconds=res.seconds)
         return {"reward": reward, **out, "seconds": time.perf_counter() - t0}
