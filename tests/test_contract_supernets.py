@@ -125,3 +125,22 @@ def test_repair_meets_a_flops_target_between_cheapest_and_derived(case):
         return
     assert cm.costs(got).macs <= macs * 0.9
     space.validate(got)
+
+
+def test_grow_uses_the_targets_slack_and_stops_where_no_move_fits(case):
+    """The mirror of the repair: from an architecture well inside a FLOPs target, grow stays
+    inside it, uses at least as much of it, and ends where no single move would use more
+    without leaving it; an architecture that misses the target is left as it is."""
+    name, space, _, cm, net = case
+    arch = net.derive()
+    macs = cm.costs(arch).macs
+    target = Targets(flops=macs * 1.3)
+    got = net.grow(arch, target, cm)
+    space.validate(got)
+    assert macs <= cm.costs(got).macs <= macs * 1.3, name
+    used = target.fill(cm.costs(got))
+    for cand, _ in net.moves(got):
+        c = cm.costs(cand)
+        assert not (target.meets(c) and target.fill(c) > used), name
+    assert net.grow(arch, Targets(flops=macs * 0.5), cm) == arch  # misses: not grown
+    assert net.grow(arch, Targets(), cm) == arch  # no target: nothing to fill

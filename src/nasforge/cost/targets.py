@@ -6,7 +6,9 @@ of the relative excesses (0 when every limit is met). ``repair`` is the greedy s
 FBNet, FBNetV2 and DenseNAS derivations share: from an architecture that misses a target it
 repeatedly takes the single move (one decision changed) that removes the most violation per
 unit of log-probability lost under the searched distribution, so the repaired model stays as
-close as it can to what the search preferred.
+close as it can to what the search preferred. ``grow`` is its mirror for an architecture well
+inside the targets: it takes the moves that use most of the unused share per unit of
+log-probability lost, never leaving the targets.
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ class Targets:
             return None
         return value * 1e3 if kind == "latency" else value / 1e3
 
+    def fill(self, c: Costs) -> float:
+        """The share of its limit that the tightest target's cost uses (1.0: at a limit; 0.0
+        without targets)."""
+        shares = [0.0]
+        if self.flops is not None:
+            shares.append(c.macs / self.flops)
+        if self.params is not None:
+            shares.append(c.params / self.params)
+        if self.latency_ms is not None and c.latency_ms is not None:
+            shares.append(c.latency_ms / self.latency_ms)
+        if self.peak_memory_mb is not None and c.peak_memory is not None:
+            shares.append(c.peak_memory / 2**20 / self.peak_memory_mb)
+        return max(shares)
+
     def describe(self) -> str:
         parts = [f"{k}={v:g}" for k, v in asdict(self).items() if v is not None]
         return ", ".join(parts) or "none"
@@ -133,3 +149,39 @@ def repair(starts: Iterable[Arch], targets: Targets, cost_model: CostModel,
     raise UserError(f"the target ({targets.describe()}) cannot be met by any architecture of "
                     "this space that the search can reach (even the cheapest options exceed "
                     "it); relax --latency-ms/--flops/--params/--peak-memory-mb")
+
+
+def grow(arch: Arch, targets: Targets, cost_model: CostModel,
+         moves: Callable[[Arch], Iterable[Move]], max_steps: int) -> Arch:
+    """``arch`` grown into what ``targets`` leave unused (``arch`` itself when it misses them,
+    or without targets).
+
+    Repeatedly takes the single move that stays within every target and raises
+    :meth:`Targets.fill` the most per unit of log-probability lost (``moves`` as for
+    :func:`repair`), until no move fits. A search whose loss is flat below the target is
+    indifferent to cost there, so its argmax can stop well short of the target; the grown
+    architecture is what the same distribution offers at the target, and the finish stage's
+    ranking decides between the two."""
+    memory = targets.needs_memory
+
+    def costs(a: Arch) -> Costs:
+        return cost_model.costs(a, memory=memory)
+
+    c = costs(arch)
+    if not targets.any() or not targets.meets(c):
+        return arch
+    cur, used = arch, targets.fill(c)
+    for _ in range(max_steps):
+        best, best_score, best_used = None, float("-inf"), used
+        for cand, dlogp in moves(cur):
+            cc = costs(cand)
+            gain = targets.fill(cc) - used
+            if gain <= 0 or not targets.meets(cc):
+                continue
+            score = gain / (max(dlogp, 0.0) + 1e-3)
+            if score > best_score:
+                best, best_score, best_used = cand, score, targets.fill(cc)
+        if best is None:
+            break
+        cur, used = best, best_used
+    return cur

@@ -277,5 +277,14 @@ def search_budget(s: SearchSettings, kind: str = DIFFERENTIABLE,
     """The search stage's planned seconds for ``s`` (None: not capped). A method's loop
     settings take it; the runner then gives the loop what is left of the stage once the data
     and the latency table are in."""
-    n = 1 + getattr(s, "samples", 0) if n_candidates is None else n_candidates
+    n = planned_candidates(s) if n_candidates is None else n_candidates
     return Budget.for_settings(s, kind, n_candidates=n).cap("search")
+
+
+def planned_candidates(s: SearchSettings) -> int:
+    """The candidates a supernet search hands to the ranking: the derived architecture, its
+    ``--samples``, and (``fill_target`` with a target) the derived one grown into the target."""
+    from nasforge.cost.targets import Targets
+
+    grown = getattr(s, "fill_target", False) and Targets.from_settings(s).any()
+    return 1 + int(grown) + getattr(s, "samples", 0)

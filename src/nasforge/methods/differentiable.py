@@ -37,7 +37,7 @@ from nasforge.cost.model import CostModel
 from nasforge.cost.targets import Targets
 from nasforge.data import Dataset
 from nasforge.errors import UserError
-from nasforge.methods.budget import DIFFERENTIABLE, Budget
+from nasforge.methods.budget import DIFFERENTIABLE, Budget, planned_candidates
 from nasforge.methods.common import Finish, SearchSettings, finish, rng_for, setup, space_name_for
 from nasforge.registry import Registry
 from nasforge.run.rundir import RunDir
@@ -246,9 +246,14 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
     derived = net.derive()
     samples = net.sample(s.samples, rng_for(s.seed, 1))
     cands = [net.repair(a, targets, cm) for a in [derived, *samples]]
+    grown = None
+    if getattr(s, "fill_target", False) and targets.any():
+        grown = net.grow(cands[0], targets, cm)
+        cands.insert(1, grown)  # priced and deduplicated by the ranking
     rd.write_json("search.json", {
         "history": st.history, "derived": thaw(derived.genes),
         "samples": [thaw(a.genes) for a in samples],
+        "grown": None if grown is None else thaw(grown.genes),
         "candidates": [{"arch": thaw(a.genes), **cm.costs(a).to_dict()} for a in cands],
         "arch_state": net.arch_state(), "convergence": convergence,
         "arch_parameters": [p.detach().tolist() for p in net.arch_parameters()],
@@ -262,7 +267,8 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
 def run(m: DifferentiableMethod, s: SearchSettings, rd: RunDir) -> dict[str, Any]:
     """Search → derive → repair → rank → train → export → measure, within ``--budget``
     (:mod:`nasforge.methods.budget`); returns result.json."""
-    budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=1 + s.samples, run_dir=rd)
+    budget = Budget.for_settings(s, DIFFERENTIABLE, n_candidates=planned_candidates(s),
+                                 run_dir=rd)
     with budget.stage("search"):
         _, data = setup(s)
         out = search(m, s, rd, data, budget)

@@ -183,3 +183,7 @@ class CostSupernetSettings(SupernetSettings):
                             "with params): flat (the loss sees max(cost, target), so cost saved "
                             "below the target earns nothing) | reward (the paper: lower is "
                             "always better)", ("flat", "reward"))
+    fill_target: bool = opt(True, "also offer the derived architecture grown into what the "
+                            "targets leave unused (single moves, the searched distribution's "
+                            "likeliest first, never past a target); the ranking picks between "
+                            "them")

@@ -35,7 +35,7 @@ from torch import nn
 
 from nasforge.arch import Arch
 from nasforge.cost.model import CostModel
-from nasforge.cost.targets import Move, Targets, repair
+from nasforge.cost.targets import Move, Targets, grow, repair
 
 
 def concentration(rows: Iterable[torch.Tensor]) -> dict[str, float]:
@@ -116,6 +116,11 @@ class Supernet(nn.Module):
         """``arch`` brought within ``targets`` by the shared greedy shrink."""
         return repair(self.repair_starts(arch), targets, cost_model, self.moves,
                       self.max_repair_steps(arch))
+
+    def grow(self, arch: Arch, targets: Targets, cost_model: CostModel) -> Arch:
+        """``arch`` grown into the unused share of ``targets`` by the shared greedy growth
+        (:func:`~nasforge.cost.targets.grow`)."""
+        return grow(arch, targets, cost_model, self.moves, self.max_repair_steps(arch))
 
     def repair_starts(self, arch: Arch) -> Iterable[Arch]:
         yield arch
