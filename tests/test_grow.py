@@ -44,3 +44,22 @@ def test_grow_never_leaves_the_target_and_leaves_a_violator_alone():
     over = _arch([5, 5, 5])
     assert grow(over, t, ToyCosts(), _moves([1.0, 1.0, 1.0]), 50) == over
     assert t.fill(ToyCosts().costs(got)) == 1.0 and Targets().fill(ToyCosts().costs(got)) == 0.0
+
+
+class OverheadCosts:
+    """Gene ``x`` adds MACs and latency; gene ``r`` (a lower input resolution) adds latency
+    through its resize while taking MACs away, as a measured table can price FBNetV2's
+    resolutions on one CPU thread."""
+
+    def costs(self, a: Arch, *, memory: bool = False) -> Costs:
+        x, r = a.genes["x"], a.genes["r"]
+        return Costs(max(10 * x - 4 * r, 0), 0, 0.1 * x + 0.3 * r, None)
+
+
+def test_grow_does_not_spend_the_target_on_a_move_that_computes_less():
+    def moves(a: Arch):  # noqa: ANN202
+        x, r = a.genes["x"], a.genes["r"]
+        yield Arch("toy", {"x": x + 1, "r": r}), 1.0
+        yield Arch("toy", {"x": x, "r": r + 1}), 0.0  # likelier, more latency, fewer MACs
+    got = grow(Arch("toy", {"x": 1, "r": 0}), Targets(latency_ms=0.5), OverheadCosts(), moves, 20)
+    assert got.genes == {"x": 5, "r": 0}

@@ -156,10 +156,13 @@ def grow(arch: Arch, targets: Targets, cost_model: CostModel,
     """``arch`` grown into what ``targets`` leave unused (``arch`` itself when it misses them,
     or without targets).
 
-    Repeatedly takes the single move that stays within every target and raises
-    :meth:`Targets.fill` the most per unit of log-probability lost (``moves`` as for
-    :func:`repair`), until no move fits. A search whose loss is flat below the target is
-    indifferent to cost there, so its argmax can stop well short of the target; the grown
+    Repeatedly takes the single move that stays within every target, computes and holds no
+    less (MACs and params not lowered) and raises :meth:`Targets.fill` the most per unit of
+    log-probability lost (``moves`` as for :func:`repair`), until no move fits. The first
+    condition matters for latency: a measured table can price a smaller model above a larger
+    one (FBNetV2's input resize at a lower resolution costs more than it saves on one CPU
+    thread), and spending the target on overhead is not growth. A search whose loss is flat
+    below the target is indifferent to cost there, so its argmax can stop well short of it; the grown
     architecture is what the same distribution offers at the target, and the finish stage's
     ranking decides between the two."""
     memory = targets.needs_memory
@@ -172,16 +175,16 @@ def grow(arch: Arch, targets: Targets, cost_model: CostModel,
         return arch
     cur, used = arch, targets.fill(c)
     for _ in range(max_steps):
-        best, best_score, best_used = None, float("-inf"), used
+        best, best_score, best_used, best_c = None, float("-inf"), used, c
         for cand, dlogp in moves(cur):
             cc = costs(cand)
             gain = targets.fill(cc) - used
-            if gain <= 0 or not targets.meets(cc):
+            if gain <= 0 or cc.macs < c.macs or cc.params < c.params or not targets.meets(cc):
                 continue
             score = gain / (max(dlogp, 0.0) + 1e-3)
             if score > best_score:
-                best, best_score, best_used = cand, score, targets.fill(cc)
+                best, best_score, best_used, best_c = cand, score, targets.fill(cc), cc
         if best is None:
             break
-        cur, used = best, best_used
+        cur, used, c = best, best_used, best_c
     return cur
