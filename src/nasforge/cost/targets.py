@@ -162,9 +162,9 @@ def grow(arch: Arch, targets: Targets, cost_model: CostModel,
     condition matters for latency: a measured table can price a smaller model above a larger
     one (FBNetV2's input resize at a lower resolution costs more than it saves on one CPU
     thread), and spending the target on overhead is not growth. A search whose loss is flat
-    below the target is indifferent to cost there, so its argmax can stop well short of it; the grown
-    architecture is what the same distribution offers at the target, and the finish stage's
-    ranking decides between the two."""
+    below the target is indifferent to cost there, so its argmax can stop well short of it;
+    the grown architecture is what the same distribution offers at the target, and the finish
+    stage's ranking decides between the two."""
     memory = targets.needs_memory
 
     def costs(a: Arch) -> Costs:
