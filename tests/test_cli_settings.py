@@ -61,13 +61,15 @@ CHOICES = {
                 "--alternate": ["step", "epoch"], "--below-target": ["flat", "reward"]},
     "densenas": {"--cost": ["latency", "flops"], "--alternate": ["step", "epoch"],
                  "--below-target": ["flat", "reward"]},
-    **{m: {"--executor": ["local", "process", "ray"]}
+    **{m: {"--executor": ["local", "process", "ray"], "--below-target": ["flat", "reward"]}
        for m in ("blockqnn", "evolution", "reinforce", "random")},
 }
 ADDED = {"--peak-memory-mb"}  # new since then
 # new since then on the supernet searches: data parallel; the loss floored at the target; the
 # derived architecture also offered grown into the target (issue 10)
 SUPERNET_ADDED = {"--nproc", "--below-target", "--no-fill-target"}
+# new since then on the sample-based searches: the FLOPs term flat below a --flops target
+SAMPLED_ADDED = {"--below-target"}
 
 
 def _help(method: str, capsys, monkeypatch) -> dict[str, str]:
@@ -99,7 +101,7 @@ def test_every_method_is_registered():
 def test_flags_and_defaults_are_unchanged(method, capsys, monkeypatch):
     shown = _help(method, capsys, monkeypatch)
     shown.pop("--help", None)
-    supernet = SUPERNET_ADDED if method in ("fbnet", "fbnetv2", "densenas") else set()
+    supernet = SUPERNET_ADDED if method in ("fbnet", "fbnetv2", "densenas") else SAMPLED_ADDED
     assert set(shown) == set(BEFORE[method]) | ADDED | supernet
     s = make_settings(method, out="unused")  # the defaults a command line without flags gets
     for flag, before in BEFORE[method].items():

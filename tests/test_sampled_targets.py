@@ -82,3 +82,33 @@ def test_a_trial_scores_on_at_most_val_images_of_the_validation_split(arch_and_s
                                 recipe={"batch_size": 32, "flip": False})
         ev(arch.to_dict(), 0)
         assert seen[-1] == want
+
+
+def test_the_flops_term_is_flat_below_a_flops_target():
+    space = get_space("nsc-fast")
+    paper = EarlyStopEvaluator(space, DataSpec("digits"))
+    flat = EarlyStopEvaluator(space, DataSpec("digits"), macs_floor=2e6)
+    # the paper's term: a block a third of the size earns μ·log 3 over an equally accurate one
+    assert paper.reward(0.8, 600_000, None) - paper.reward(0.8, 1_800_000, None) == \
+        pytest.approx(0.01 * np.log(3))
+    # below a 2 M MACs target both see the target: only accuracy separates them
+    assert flat.reward(0.8, 600_000, None) == pytest.approx(flat.reward(0.8, 1_800_000, None))
+    assert flat.reward(0.81, 1_800_000, None) > flat.reward(0.8, 600_000, None)
+    assert flat.reward(0.8, 4e6, None) == pytest.approx(paper.reward(0.8, 4e6, None))  # above
+
+
+def test_sampled_settings_floor_the_flops_term_at_the_flops_target(monkeypatch, tmp_path):
+    from nasforge.methods import sampled
+    from nasforge.methods.api import make_settings
+    from nasforge.run.rundir import RunDir
+
+    seen = []
+    monkeypatch.setattr(sampled, "EarlyStopEvaluator",
+                        lambda *a, **k: seen.append(k["macs_floor"]) or (_ for _ in ()).throw(
+                            RuntimeError("stop")))
+    for extra, want in (({"flops": 3e6}, 3e6), ({"flops": 3e6, "below_target": "reward"}, None),
+                        ({}, None)):
+        s = make_settings("blockqnn", out="unused", subset=100, **extra)
+        with pytest.raises(RuntimeError, match="stop"):
+            sampled.run(s, RunDir(tmp_path))
+        assert seen[-1] == want

@@ -67,6 +67,10 @@ class SampleSettings(SearchSettings):
     eval_batch_size: int = opt(64, "batch size of the trial trainings")
     mu: float = opt(0.01, "reward weight of log(MFLOPs)")
     rho: float = opt(0.01, "reward weight of log(Density)")
+    below_target: str = opt("flat", "the reward's FLOPs term below a --flops target: flat "
+                            "(it sees max(FLOPs, target), so FLOPs saved below the target "
+                            "earn nothing, as in the supernet searches) | reward (BlockQNN: "
+                            "fewer FLOPs always earn reward)", ("flat", "reward"))
     top: int = opt(3, "best trials (by reward, meeting the targets) trained briefly from "
                    "scratch by the finish stage, the best of them trained in full: a reward "
                    "won by the cost terms alone is checked against accuracy")
@@ -153,6 +157,7 @@ def run(s: SampleSettings, rd: RunDir) -> dict:
     ev = EarlyStopEvaluator(space, DataSpec(s.dataset, s.data_dir, s.subset, s.seed, str(dev)),
                             epochs=s.eval_epochs, budget_s=trial_budget(s, budget.left()),
                             mu=s.mu, rho=s.rho,
+                            macs_floor=targets.flops if s.below_target == "flat" else None,
                             threads=max(1, int(s.cpus_per_trial)) if remote else None,
                             recipe=recipe, targets=targets.to_dict(), target=s.target,
                             latency_threads=s.threads)
