@@ -13,8 +13,8 @@ is flat below it (``macs_floor``; ``--below-target reward`` keeps the paper's te
 trials the accuracies of a Fashion-MNIST search lie within a few points, and −μ·log(FLOPs)
 then picked blocks a third of the target's size over better ones at the target.
 
-It is a picklable callable ``(arch_dict, seed) -> metrics``: process pools and Ray ship it to their workers, which load the
-data set once per process and keep it. On a Ray cluster the data set itself travels instead of
+It is a picklable callable ``(arch_dict, seed) -> metrics``: process pools and Ray ship it to
+their workers, which load the data set once per process and keep it. On a Ray cluster the data set itself travels instead of
 its name (:meth:`EarlyStopEvaluator.ship`: the driver puts it in the object store once), so a
 worker on another machine reads nothing from disk.
 
