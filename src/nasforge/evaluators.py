@@ -14,9 +14,9 @@ trials the accuracies of a Fashion-MNIST search lie within a few points, and −
 then picked blocks a third of the target's size over better ones at the target.
 
 It is a picklable callable ``(arch_dict, seed) -> metrics``: process pools and Ray ship it to
-their workers, which load the data set once per process and keep it. On a Ray cluster the data set itself travels instead of
-its name (:meth:`EarlyStopEvaluator.ship`: the driver puts it in the object store once), so a
-worker on another machine reads nothing from disk.
+their workers, which load the data set once per process and keep it. On a Ray cluster the data
+set itself travels instead of its name (:meth:`EarlyStopEvaluator.ship`: the driver puts it in
+the object store once), so a worker on another machine reads nothing from disk.
 
 Resource targets (``targets``: ``--flops``/``--params``/``--latency-ms``/``--peak-memory-mb``)
 are enforced, not ignored: each trial's latency is *measured* on the target device when a
