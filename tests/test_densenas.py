@@ -314,6 +314,9 @@ def test_search_end_to_end(tmp_path):
     assert [h["warmup"] for h in search["history"]] == [True, False]
     arch = Arch.from_dict(res["arch"])
     DenseSpace("dense-fmnist").validate(arch)
+    # without a ranking (--candidate-epochs 0) the grown candidate, offered first, is trained
+    assert search["grown"] is not None and search["candidates"][0]["arch"] == search["grown"]
+    assert res["arch"]["genes"] == search["grown"]
 
 
 def test_shrink_to_target_meets_a_flops_target_or_says_it_cannot(tiny):

@@ -186,4 +186,4 @@ class CostSupernetSettings(SupernetSettings):
     fill_target: bool = opt(True, "also offer the derived architecture grown into what the "
                             "targets leave unused (single moves, the searched distribution's "
                             "likeliest first, never past a target); the ranking picks between "
-                            "them")
+                            "them, and without time to rank the grown one is trained")
