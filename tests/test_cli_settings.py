@@ -101,8 +101,8 @@ def test_every_method_is_registered():
 def test_flags_and_defaults_are_unchanged(method, capsys, monkeypatch):
     shown = _help(method, capsys, monkeypatch)
     shown.pop("--help", None)
-    supernet = SUPERNET_ADDED if method in ("fbnet", "fbnetv2", "densenas") else SAMPLED_ADDED
-    assert set(shown) == set(BEFORE[method]) | ADDED | supernet
+    added = SUPERNET_ADDED if method in ("fbnet", "fbnetv2", "densenas") else SAMPLED_ADDED
+    assert set(shown) == set(BEFORE[method]) | ADDED | added
     s = make_settings(method, out="unused")  # the defaults a command line without flags gets
     for flag, before in BEFORE[method].items():
         if flag == "--resume":

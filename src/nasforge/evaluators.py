@@ -102,7 +102,7 @@ class EarlyStopEvaluator:
     val_images: int | None = 2000
 
     def reward(self, acc: float, macs: int, density: float | None) -> float:
-        r = acc - self.mu * math.log(max(macs, self.macs_floor or 1, 1) / 1e6)
+        r = acc - self.mu * math.log(max(macs, self.macs_floor or 0, 1) / 1e6)
         if density is not None and density > 0:
             r -= self.rho * math.log(density)
         return r

@@ -173,9 +173,10 @@ def grow(arch: Arch, targets: Targets, cost_model: CostModel,
     c = costs(arch)
     if not targets.any() or not targets.meets(c):
         return arch
-    cur, used = arch, targets.fill(c)
+    cur = arch
     for _ in range(max_steps):
-        best, best_score, best_used, best_c = None, float("-inf"), used, c
+        used = targets.fill(c)
+        best, best_score, best_c = None, float("-inf"), c
         for cand, dlogp in moves(cur):
             cc = costs(cand)
             gain = targets.fill(cc) - used
@@ -183,8 +184,8 @@ def grow(arch: Arch, targets: Targets, cost_model: CostModel,
                 continue
             score = gain / (max(dlogp, 0.0) + 1e-3)
             if score > best_score:
-                best, best_score, best_used, best_c = cand, score, targets.fill(cc), cc
+                best, best_score, best_c = cand, score, cc
         if best is None:
             break
-        cur, used, c = best, best_used, best_c
+        cur, c = best, best_c
     return cur

@@ -250,8 +250,8 @@ def search(m: DifferentiableMethod, s: SearchSettings, rd: RunDir, data: Dataset
     if getattr(s, "fill_target", False) and targets.any():
         grown = net.grow(cands[0], targets, cm)
         # first: when the ranking has no time to compare candidates, the grown one is trained
-        # (stop 21: in 3 of 3 search_vs_random rows where the ranking could not run, the grown
-        # candidate trained 0.005-0.014 better than the argmax; docs/search_vs_random.md)
+        # (in every search_vs_random row where the ranking could not run, the grown candidate
+        # trained better than the argmax; docs/search_vs_random.md)
         cands.insert(0, grown)  # priced and deduplicated by the ranking
     rd.write_json("search.json", {
         "history": st.history, "derived": thaw(derived.genes),
