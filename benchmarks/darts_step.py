@@ -42,7 +42,7 @@ from nasforge.supernets.darts import DartsSupernet, FastPath, set_fast
 REF_CPU_MS = {1: 2856.0, 2: 6142.0}  # batch 8, 2 threads, this CPU
 REF_H100_MS = {1: 669.0, 2: 2279.0}  # batch 64
 SWITCHES = ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last",
-            "space_to_batch")
+            "space_to_batch", "share_sources")
 
 
 def step_time(order: int, batch: int, steps: int, device: torch.device,

@@ -405,7 +405,7 @@ def test_each_fast_path_switch_alone_keeps_the_output_and_gradients():
 
     plain = run(FastPath.plain())
     for off in ("skip_none", "shared_relu", "box_avg", "fold_bn", "channels_last",
-                "space_to_batch"):
+                "space_to_batch", "share_sources"):
         for a, b in zip(plain, run(dataclasses.replace(FastPath(), **{off: False}))):
             assert torch.allclose(a, b, rtol=1e-8, atol=1e-11), off
 

@@ -21,7 +21,7 @@ expected cost (kMACs, kparams or LUT µs from the :class:`~nasforge.cost.model.C
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,12 @@ class FastPath:
       2 on the even one alone (oneDNN's dilated depthwise backward is 3–8× slower than the
       dense one on the CPU). Both ``dil_conv`` candidates of an edge share the rearranged
       input and are summed before the one inverse rearrangement.
+    - ``share_sources``: every edge that reads the same cell state (4 edges read each cell
+      input, 3 the first node, …) shares that state's parameter-free work — its ReLU, max
+      pool, average pool and parity rearrangement are computed once per state, not once per
+      edge; a node's ``dil_conv`` parts are summed in the parity layout over its in-edges and
+      rearranged back once; the cell's mixing weights are split into scalars and BN scale
+      vectors by one op each (not two indexing ops per candidate).
     ``enabled=False``: the plain :class:`~nasforge.supernets.fbnet.MixedOp` sum."""
 
     enabled: bool = True
@@ -216,11 +222,13 @@ class FastPath:
     fold_bn: bool = True
     channels_last: bool = True
     space_to_batch: bool = True
+    share_sources: bool = True
 
     @classmethod
     def plain(cls) -> FastPath:
         return cls(enabled=False, skip_none=False, shared_relu=False, box_avg=False,
-                   fold_bn=False, channels_last=False, space_to_batch=False)
+                   fold_bn=False, channels_last=False, space_to_batch=False,
+                   share_sources=False)
 
 
 _INV_COUNT: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -259,7 +267,8 @@ def _bn(m: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch
     The scale vector is materialised (``repeat``, not ``expand``): torch's CPU batch-norm
     backward, for a channels_last input *and* gradient, reads a stride-0 weight wrongly (its
     input gradient was off by O(1) in float64; ``tests/test_darts.py`` pins it), which made
-    the fast DARTS step differ from the plain one (issue 11)."""
+    the fast DARTS step differ from the plain one (issue 11). A 1-d ``scale`` (one value per
+    channel, already materialised) is used as it is."""
     momentum = 0.0
     if m.training and m.track_running_stats:
         m.num_batches_tracked.add_(1)
@@ -268,7 +277,9 @@ def _bn(m: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch
     use_batch = m.training or m.running_mean is None
     weight, bias = m.weight, m.bias
     if scale is not None:
-        weight = scale.repeat(x.shape[1]) if weight is None else weight * scale
+        if scale.dim() == 0 and weight is None:
+            scale = scale.repeat(x.shape[1])
+        weight = scale if weight is None else weight * scale
         bias = None if bias is None else bias * scale
     return F.batch_norm(x, m.running_mean if not m.training or m.track_running_stats else None,
                         m.running_var if not m.training or m.track_running_stats else None,
@@ -330,21 +341,22 @@ def _mix(out: torch.Tensor | None, t: torch.Tensor, wk: torch.Tensor | None) -> 
     return t * wk if out is None else torch.addcmul(out, t, wk)
 
 
-def nb201_edge(blocks: nn.ModuleList, x: torch.Tensor, w: torch.Tensor,
-               fast: FastPath) -> torch.Tensor:
-    """``Σ_o w_o·o(x)`` over the NAS-Bench-201 candidates of one edge (``nm.OPS`` order)."""
+def nb201_edge(blocks: nn.ModuleList, src: Source, w: torch.Tensor) -> torch.Tensor:
+    """``Σ_o w_o·o(x)`` over the NAS-Bench-201 candidates of one edge (``nm.OPS`` order) on
+    the state ``src`` (its ReLU and average pool shared with the state's other out-edges when
+    ``share_sources``)."""
     ops = _NB201_INDEX
+    fast, x = src.fast, src.x
     out = None
     if not fast.skip_none:
         out = _mix(out, blocks[ops["none"]](x), w[ops["none"]])
     out = _mix(out, x, w[ops["skip_connect"]])
     k = ops["avg_pool_3x3"]
-    out = _mix(out, avg_pool_3x3(x, 1) if fast.box_avg else blocks[k](x), w[k])
-    r = F.relu(x) if fast.shared_relu else None
+    out = _mix(out, src.avg_pool(blocks[k]), w[k])
     for name in ("nor_conv_1x1", "nor_conv_3x3"):
         k = ops[name]
         op = blocks[k]  # ReLUConvBN: ReLU → conv → BN
-        t = op[1](r if r is not None else F.relu(x))
+        t = op[1](src.relu())
         if fast.fold_bn:
             out = _mix(out, _bn(op[2], t, w[k]), None)
         else:
@@ -368,60 +380,130 @@ def _layout(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def darts_edge(blocks: nn.ModuleList, x: torch.Tensor, w: torch.Tensor, stride: int,
-               fast: FastPath) -> torch.Tensor:
-    """``Σ_o w_o·o(x)`` over the DARTS candidates of one edge (``blocks`` in PRIMITIVES
-    order), the way ``fast`` says."""
+class Source:
+    """One cell state and the parameter-free work its out-edges' candidates do on it (ReLU,
+    pools, the parity rearrangement), computed on first use and kept for the next edge
+    (``FastPath.share_sources``; without it each edge gets a fresh ``Source``)."""
+
+    def __init__(self, x: torch.Tensor, stride: int, fast: FastPath) -> None:
+        self.x, self.stride, self.fast = x, stride, fast
+        self._memo: dict[str, torch.Tensor] = {}
+
+    def _get(self, key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        t = self._memo.get(key)
+        if t is None:
+            t = self._memo[key] = make()
+        return t
+
+    def relu(self) -> torch.Tensor:
+        """ReLU(x), once (``shared_relu``) or afresh for each candidate."""
+        if not self.fast.shared_relu:
+            return F.relu(self.x)
+        return self._get("relu", lambda: F.relu(self.x))
+
+    def max_pool(self, op: nn.Module) -> torch.Tensor:
+        return self._get("max", lambda: op(self.x))
+
+    def avg_pool(self, op: nn.Module) -> torch.Tensor:
+        return self._get("avg", lambda: avg_pool_3x3(self.x, self.stride) if self.fast.box_avg
+                         else op(self.x))
+
+    def dil_input(self) -> torch.Tensor:
+        """ReLU(x) as the dense ``dil_conv`` reads it: the parity sub-image batch (stride 1) or
+        the even sub-image (stride 2), in NHWC memory."""
+        def make() -> torch.Tensor:
+            r = self.relu()
+            if self.stride == 1:
+                return to_parity_batch(r)
+            layout = (torch.channels_last if self.fast.channels_last
+                      else torch.contiguous_format)
+            return r[:, :, ::2, ::2].contiguous(memory_format=layout)
+        if not self.fast.shared_relu:
+            return make()
+        return self._get("dil", make)
+
+
+class EdgeWeights:
+    """A cell's mixing weights (edges × ops) as the fast edges read them: ``scalar(e, k)`` and
+    ``vector(e, k)`` (the weight repeated over the cell's channels, a BN scale). With
+    ``share_sources`` each form comes from one op over the whole table (one backward node,
+    not two indexing ops per candidate); without it, as indexing and ``repeat`` per use."""
+
+    def __init__(self, w: torch.Tensor, channels: int, shared: bool) -> None:
+        self.w, self.c, self.shared = w, channels, shared
+        if shared:
+            n = w.shape[-1]
+            self._n = n
+            self._scalars = w.reshape(-1).unbind(0)
+            self._vectors = w.reshape(-1, 1).expand(-1, channels).contiguous().unbind(0)
+
+    def scalar(self, e: int, k: int) -> torch.Tensor:
+        return self._scalars[e * self._n + k] if self.shared else self.w[e][k]
+
+    def vector(self, e: int, k: int) -> torch.Tensor:
+        """The BN scale of candidate ``k`` of edge ``e`` (a 0-d weight without sharing:
+        :func:`_bn` repeats it)."""
+        return self._vectors[e * self._n + k] if self.shared else self.w[e][k]
+
+
+def darts_edge(blocks: nn.ModuleList, src: Source, weights: EdgeWeights, e: int,
+               dil_parts: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``Σ_o w_o·o(x)`` over the DARTS candidates of edge ``e`` (``blocks`` in PRIMITIVES
+    order) on the state ``src``, the way ``src.fast`` says. With ``dil_parts`` (a list) the
+    parity-layout ``dil_conv`` sum of a stride-1 edge is appended there instead of being
+    rearranged back and added (the caller sums a node's parts and rearranges once)."""
     ops = _DARTS_INDEX
+    fast, x, stride = src.fast, src.x, src.stride
     out: torch.Tensor | None = None
 
     def add(t: torch.Tensor, wk: torch.Tensor | None) -> None:
         nonlocal out
         out = _mix(out, t, wk)
 
+    def scale(k: int) -> torch.Tensor | None:
+        return weights.vector(e, k) if fast.fold_bn else None
+
     if not fast.skip_none:
-        add(blocks[ops["none"]](x), w[ops["none"]])
-    add(blocks[ops["max_pool_3x3"]](x), w[ops["max_pool_3x3"]])
+        add(blocks[ops["none"]](x), weights.scalar(e, ops["none"]))
+    k = ops["max_pool_3x3"]
+    add(src.max_pool(blocks[k]), weights.scalar(e, k))
     k = ops["avg_pool_3x3"]
-    add(avg_pool_3x3(x, stride) if fast.box_avg else blocks[k](x), w[k])
-    r = F.relu(x) if fast.shared_relu else None
+    add(src.avg_pool(blocks[k]), weights.scalar(e, k))
     k = ops["skip_connect"]
     if stride == 1:
-        add(x, w[k])
+        add(x, weights.scalar(e, k))
     else:
         fr = blocks[k]
-        rr = r if r is not None else fr.relu(x)
+        rr = src.relu()
         cat = torch.cat([fr.conv_1(rr), fr.conv_2(rr[:, :, 1:, 1:])], dim=1)
         if fast.fold_bn:
-            add(_bn(fr.bn, cat, w[k]), None)
+            add(_bn(fr.bn, cat, scale(k)), None)
         else:
-            add(fr.bn(cat), w[k])
+            add(fr.bn(cat), weights.scalar(e, k))
     dense = fast.space_to_batch and all(_dil_as_dense(blocks[ops[n]], stride, x)
                                         for n in _DILS)
     if dense:  # both dil_convs on the rearranged input, summed, then one inverse rearrangement
         acc: torch.Tensor | None = None
-        rs: torch.Tensor | None = None
         for name in _DILS:
             k = ops[name]
-            if rs is None or r is None:  # shared_relu: one rearrangement for both
-                rr = r if r is not None else F.relu(x)
-                rs = to_parity_batch(rr) if stride == 1 else rr[:, :, ::2, ::2]
-            t = _dense_dil_unit(blocks[k], rs, w[k] if fast.fold_bn else None)
-            acc = _mix(acc, t, None if fast.fold_bn else w[k])
+            t = _dense_dil_unit(blocks[k], src.dil_input(), scale(k))
+            acc = _mix(acc, t, None if fast.fold_bn else weights.scalar(e, k))
         assert acc is not None
-        add(from_parity_batch(acc) if stride == 1 else acc, None)
+        if stride == 1 and dil_parts is not None:
+            dil_parts.append(acc)
+        else:
+            add(from_parity_batch(acc) if stride == 1 else acc, None)
     for name in _CONVS:
         if dense and name in _DILS:
             continue
         k = ops[name]
         op = blocks[k]
-        rr = r if r is not None else F.relu(x)
-        scale = w[k] if fast.fold_bn else None
+        rr = src.relu()
         if name.startswith("sep"):
-            t = _conv_unit(op[1], F.relu(_conv_unit(op[0], rr, None)), scale)
+            t = _conv_unit(op[1], F.relu(_conv_unit(op[0], rr, None)), scale(k))
         else:
-            t = _conv_unit(op, rr, scale)
-        add(t, None if fast.fold_bn else w[k])
+            t = _conv_unit(op, rr, scale(k))
+        add(t, None if fast.fold_bn else weights.scalar(e, k))
     assert out is not None
     return out
 
@@ -442,16 +524,36 @@ class SearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         fast = self.fast
+        if not fast.enabled:
+            for i in range(dm.STEPS):
+                o = dm.EDGE_OFFSETS[i]
+                states.append(sum_in_order(self.edges[o + j](states[j], w[o + j])
+                                           for j in range(i + 2)))
+            return torch.cat(states[2:], dim=1)
+        share = fast.share_sources
+        weights = EdgeWeights(w, self.spec.c, share)
+        srcs = [Source(s, self.spec.stride(j), fast) for j, s in enumerate(states)]
         for i in range(dm.STEPS):
             o = dm.EDGE_OFFSETS[i]
-            node = None
+            parts: list[torch.Tensor] | None = [] if share else None
+            hs = []
             for j in range(i + 2):
-                e = self.edges[o + j]
-                h = (darts_edge(e.blocks, states[j], w[o + j], self.spec.stride(j), fast)
-                     if fast.enabled else e(states[j], w[o + j]))
-                node = h if node is None else node + h
-            states.append(node)
+                src = srcs[j] if share else Source(states[j], self.spec.stride(j), fast)
+                hs.append(darts_edge(self.edges[o + j].blocks, src, weights, o + j, parts))
+            if parts:
+                hs.append(from_parity_batch(sum_in_order(parts)))
+            states.append(sum_in_order(hs))
+            srcs.append(Source(states[-1], 1, fast))
         return torch.cat(states[2:], dim=1)
+
+
+def sum_in_order(ts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``t0 + t1 + …`` left to right (the plain cell's order)."""
+    out: torch.Tensor | None = None
+    for t in ts:
+        out = t if out is None else out + t
+    assert out is not None
+    return out
 
 
 class DartsSupernet(CellSupernet):
@@ -571,20 +673,22 @@ class NB201MixedCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp([NB201_OPS[o](channels, affine) for o in nm.OPS])
                                    for _ in nm.EDGES)
 
-    def _edge(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.fast.enabled:
-            return nb201_edge(self.edges[k].blocks, x, w[k], self.fast)
-        return self.edges[k](x, w[k])
-
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        fast = self.fast
         nodes = [x]
+        srcs = [Source(x, 1, fast)]
         k = 0
         for i in range(1, 4):
-            s = self._edge(k, nodes[0], w)
-            for j in range(1, i):
-                s = s + self._edge(k + j, nodes[j], w)
+            hs = []
+            for j in range(i):
+                if not fast.enabled:
+                    hs.append(self.edges[k + j](nodes[j], w[k + j]))
+                else:
+                    src = srcs[j] if fast.share_sources else Source(nodes[j], 1, fast)
+                    hs.append(nb201_edge(self.edges[k + j].blocks, src, w[k + j]))
             k += i
-            nodes.append(s)
+            nodes.append(sum_in_order(hs))
+            srcs.append(Source(nodes[-1], 1, fast))
         return nodes[3]
 
 
