@@ -188,7 +188,8 @@ def train_final(spec: RowSpec, row_dir: Path, arch_path: Path, *, epochs: int, d
              "epochs": t.epoch, "test_acc": res.test_acc, "val_acc": res.val_acc,
              "train_seconds": t.elapsed_s, "train_images": len(data.train),
              "test_images": len(data.test), "recipe": {**asdict(recipe), "pad": PAD},
-             "threads": torch.get_num_threads(), "device": str(dev), "dataset": dataset}
+             "threads": torch.get_num_threads(), "device": str(dev), "dataset": dataset,
+             "arch_file": str(arch_path)}
     write_json_atomic(row_dir / "final.json", final)
     return final
 
@@ -299,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true",
                     help="continue the rows' interrupted search / training in --work")
     ap.add_argument("--table", action="store_true", help="only print the table of --work")
+    ap.add_argument("--arch", default=None,
+                    help="train this ARCH.json as the row's model instead of searching (a "
+                         "search result kept from an earlier run; one row only); final.json "
+                         "records the file")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work)
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         bad = [k for k in keys if k not in ROWS]
         if bad:
             raise UserError(f"unknown row(s) {bad}; choose from {list(ROWS)}")
+        if a.arch and len(keys) != 1:
+            raise UserError(f"--arch trains one row's model; give one row with --rows, not "
+                            f"{keys}")
         if not a.table:
             for k in keys:
                 spec, row_dir = ROWS[k], work / k
@@ -315,20 +323,23 @@ def main(argv: list[str] | None = None) -> int:
                                     "another --work")
                 row_dir.mkdir(parents=True, exist_ok=True)
                 t0 = time.time()
-                over = ({"budget": a.search_budget, "epochs": None, "train_epochs": 15}
-                        if a.search_budget else {})
-                s = run_search(spec, row_dir, dataset=a.dataset, seed=a.seed, resume=a.resume,
-                               data_dir=a.data_dir, overrides=over)
-                conv = s.get("convergence") or {}
-                log(f"search done: {s['arch']['genes']} params {s['params']:,} MACs "
-                    f"{s['flops']:,} search {s['search_seconds']:.0f} s, pmax "
-                    f"{conv.get('max_prob', float('nan')):.3f} H "
-                    f"{conv.get('entropy', float('nan')):.3f}, its own short "
-                    f"training test_acc {s['test_acc']:.4f}")
-                f = train_final(spec, row_dir, row_dir / "search" / "arch.json",
-                                epochs=a.epochs, dataset=a.dataset, seed=a.seed,
-                                subset=a.subset, data_dir=a.data_dir,
-                                test_every=a.test_every)
+                arch_path = Path(a.arch) if a.arch else row_dir / "search" / "arch.json"
+                if a.arch:
+                    log(f"search: skipped, training {arch_path} (--arch)")
+                else:
+                    over = ({"budget": a.search_budget, "epochs": None, "train_epochs": 15}
+                            if a.search_budget else {})
+                    s = run_search(spec, row_dir, dataset=a.dataset, seed=a.seed,
+                                   resume=a.resume, data_dir=a.data_dir, overrides=over)
+                    conv = s.get("convergence") or {}
+                    log(f"search done: {s['arch']['genes']} params {s['params']:,} MACs "
+                        f"{s['flops']:,} search {s['search_seconds']:.0f} s, pmax "
+                        f"{conv.get('max_prob', float('nan')):.3f} H "
+                        f"{conv.get('entropy', float('nan')):.3f}, its own short "
+                        f"training test_acc {s['test_acc']:.4f}")
+                f = train_final(spec, row_dir, arch_path, epochs=a.epochs,
+                                dataset=a.dataset, seed=a.seed, subset=a.subset,
+                                data_dir=a.data_dir, test_every=a.test_every)
                 log(f"row {k} done in {time.time() - t0:.0f} s (this process): test_acc "
                     f"{f['test_acc']:.4f}, target {spec.target_acc}")
         out = table(work, None)
