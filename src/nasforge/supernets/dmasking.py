@@ -50,6 +50,10 @@ class DMaskingSupernet(Supernet):
     (thousands) or ``latency`` (µs; needs ``latency_tables`` from :func:`latency_tables`).
     """
 
+    #: NHWC on the CPU too unless the loop says otherwise (1.31× per step on
+    #: ``fbnetv2-fmnist``, 28², batch 64, 1 thread: docs/supernet_speed.md)
+    cpu_channels_last = True
+
     def __init__(self, space: MaskingSpace, num_classes: int, in_channels: int,
                  cost: str = "flops", latency: LatencyTensors | None = None) -> None:
         super().__init__()
