@@ -95,3 +95,22 @@ def test_model_over_the_params_target_is_refused(tmp_path: Path, arch_path: Path
 
 def test_stated_padding_is_the_trainers() -> None:
     fmt.check_pad()  # raises if random_crop_flip's default padding is not PAD
+
+
+def test_arch_option_trains_the_given_model_without_a_search(tmp_path: Path, arch_path: Path,
+                                                             capsys: pytest.CaptureFixture
+                                                             ) -> None:
+    """``--arch FILE``: the row trains that architecture (no search folder is made) and
+    final.json names the file; with more than one row it is refused (exit 2)."""
+    work = tmp_path / "w"
+    rc = fmt.main(["--rows", "100k", "--work", str(work), "--arch", str(arch_path),
+                   "--dataset", "digits", "--subset", "200", "--epochs", "1",
+                   "--test-every", "0"])
+    assert rc == 0
+    final = json.loads((work / "100k" / "final.json").read_text())
+    assert final["arch_file"] == str(arch_path) and final["epochs"] == 1
+    assert final["arch"] == json.loads(arch_path.read_text())
+    assert not (work / "100k" / "search").exists()
+    rc = fmt.main(["--rows", "100k,1m", "--work", str(tmp_path / "w2"), "--arch",
+                   str(arch_path)])
+    assert rc == 2 and "--arch trains one row" in capsys.readouterr().err
