@@ -410,7 +410,7 @@ class Source:
 
     def dil_input(self) -> torch.Tensor:
         """ReLU(x) as the dense ``dil_conv`` reads it: the parity sub-image batch (stride 1) or
-        the even sub-image (stride 2), in NHWC memory."""
+        the even sub-image (stride 2), one copy in the fast path's memory layout."""
         def make() -> torch.Tensor:
             r = self.relu()
             if self.stride == 1:
@@ -431,9 +431,8 @@ class EdgeWeights:
 
     def __init__(self, w: torch.Tensor, channels: int, shared: bool) -> None:
         self.w, self.c, self.shared = w, channels, shared
+        self._n = w.shape[-1]
         if shared:
-            n = w.shape[-1]
-            self._n = n
             self._scalars = w.reshape(-1).unbind(0)
             self._vectors = w.reshape(-1, 1).expand(-1, channels).contiguous().unbind(0)
 
